@@ -1,0 +1,1 @@
+"""facelab.attacks."""

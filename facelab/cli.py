@@ -1,0 +1,51 @@
+"""The ``facelab`` command line (also ``python -m facelab``).
+
+Each subcommand lives in a module exposing ``configure(parser)`` and ``main(args) -> int`` (or, for
+``"module:NAME"``, ``configure_NAME`` and ``NAME_main``); :data:`COMMANDS` maps the subcommand name
+to that module and a one-line help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "assets": ("facelab.assets_cli", "fetch or verify the pinned model weights and photos"),
+    "run": ("facelab.book_cli:run", "run a chapter notebook headless with papermill into a run folder"),
+    "book": ("facelab.book_cli:book", "build the HTML book (Jupyter Book 1.x) into _build/html"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from facelab import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="facelab",
+        description="facelab: face models, adversarial attacks, defenses and the replication book.",
+    )
+    parser.add_argument("--version", action="version", version=f"facelab {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        mod_name, _, suffix = module.partition(":")
+        mod = importlib.import_module(mod_name)
+        configure = getattr(mod, f"configure_{suffix}" if suffix else "configure")
+        run = getattr(mod, f"{suffix}_main" if suffix else "main")
+        configure(p)
+        p.set_defaults(_main=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return 0
+    return int(args._main(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

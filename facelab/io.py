@@ -1,0 +1,107 @@
+"""Small I/O helpers shared by every layer: atomic writes, results cards, device choice."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write", "write_json", "results_card", "default_device", "Timer"]
+
+
+@contextlib.contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
+    """Open a temporary file beside ``path``; it replaces ``path`` only if the block finishes."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _jsonable(x: Any) -> Any:
+    if hasattr(x, "tolist"):
+        return x.tolist()
+    if isinstance(x, Path):
+        return str(x)
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write ``obj`` as indented JSON, atomically (tensors and arrays become lists)."""
+    with atomic_write(path) as f:
+        json.dump(_jsonable(obj), f, indent=2, sort_keys=False)
+        f.write("\n")
+    return Path(path)
+
+
+def versions() -> dict[str, str]:
+    """Versions of the interpreter and the packages a result depends on."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "platform": platform.platform()}
+    for pkg in ("facelab", "torch", "torchvision", "numpy", "opencv-python-headless", "scikit-image", "facenet-pytorch"):
+        try:
+            out[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            pass
+    return out
+
+
+def results_card(out_dir: str | os.PathLike, *, chapter: str, parameters: dict, seed: int | None,
+                 timings: dict[str, float], metrics: dict, extra: dict | None = None) -> Path:
+    """Write ``results.json`` (parameters, versions, seed, timings, metrics) into ``out_dir``."""
+    import torch
+
+    card = {
+        "chapter": chapter,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "parameters": parameters,
+        "seed": seed,
+        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "versions": versions(),
+        "timings_s": timings,
+        "metrics": metrics,
+    }
+    if extra:
+        card.update(extra)
+    return write_json(Path(out_dir) / "results.json", card)
+
+
+def default_device(device: str | None = None) -> str:
+    """``device`` if given, else ``"cuda"`` when a GPU is present, else ``"cpu"``."""
+    if device not in (None, "", "auto"):
+        return str(device)
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+class Timer:
+    """Collects named wall-clock timings: ``with timer("attack"): ...``."""
+
+    def __init__(self) -> None:
+        self.timings: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t0

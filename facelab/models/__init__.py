@@ -1,0 +1,35 @@
+"""The model zoo: pretrained face models ported to PyTorch, and trainable detectors.
+
+``load(name, device)`` builds a pretrained model from the verified cached assets, in eval mode.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+from torch import nn
+
+from facelab.models.base import DenseOutput, Detections, FaceDetector, check_image, check_images
+
+__all__ = ["load", "MODELS", "DenseOutput", "Detections", "FaceDetector", "check_image", "check_images"]
+
+#: name -> "module:builder" (builder(**kwargs) returns the pretrained model)
+MODELS: dict[str, str] = {
+    "ssd_mobilenetv1": "facelab.models.ssd_mobilenetv1:ssd_mobilenetv1",
+    "tiny_face_detector": "facelab.models.tiny_face_detector:tiny_face_detector",
+    "mtcnn": "facelab.models.mtcnn:mtcnn",
+    "face_recognition": "facelab.models.face_recognition:face_recognition",
+    "age_gender": "facelab.models.age_gender:age_gender",
+    "expression": "facelab.models.expression:expression",
+    "landmarks68": "facelab.models.landmarks68:landmarks68",
+}
+
+
+def load(name: str, device: str = "cpu", **kwargs) -> nn.Module:
+    """The pretrained model ``name`` (one of :data:`MODELS`) on ``device``, in eval mode, frozen."""
+    if name not in MODELS:
+        raise KeyError(f"unknown model {name!r}; choose one of {', '.join(MODELS)}")
+    module, fn = MODELS[name].split(":")
+    model = getattr(importlib.import_module(module), fn)(**kwargs)
+    model.eval().requires_grad_(False)
+    return model.to(device)

@@ -1,0 +1,103 @@
+import hashlib
+import subprocess
+import sys
+
+import pytest
+
+from facelab import assets
+from facelab.models.faceapi_weights import load_faceapi_weights
+
+SMALL = "face-api/model/tiny_face_detector_model-weights_manifest.json"
+
+
+def test_registry_pins_are_sha256():
+    assert len(assets.REGISTRY) >= 24
+    for a in assets.REGISTRY.values():
+        assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
+        assert a.kind in ("npm", "wheel")
+
+
+def test_all_assets_verify_in_real_cache():
+    report = assets.verify()
+    assert set(report.values()) == {"ok"}, report
+
+
+def test_tampered_file_is_refused_and_not_loaded(monkeypatch, tmp_path):
+    real = assets.path(SMALL)
+    monkeypatch.setenv("FACELAB_HOME", str(tmp_path))
+    dst = tmp_path / "assets" / SMALL
+    dst.parent.mkdir(parents=True)
+    data = bytearray(real.read_bytes())
+    data[10] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    with pytest.raises(assets.AssetError) as err:
+        assets.path(SMALL)
+    msg = str(err.value)
+    assert SMALL in msg and assets.REGISTRY[SMALL].sha256 in msg and "by hand" in msg
+    assert hashlib.sha256(bytes(data)).hexdigest() in msg
+    # the loader goes through the same check: nothing is parsed from the tampered manifest
+    with pytest.raises(assets.AssetError):
+        load_faceapi_weights("tiny_face_detector_model")
+    assert assets.verify([SMALL]) == {SMALL: "MISMATCH"}
+
+
+def test_missing_without_fetch_names_how_to_place(isolated_home):
+    with pytest.raises(assets.AssetError) as err:
+        assets.path("mtcnn/pnet.pt", fetch_missing=False)
+    msg = str(err.value)
+    assert "facelab assets fetch" in msg and "pip download --no-deps facenet-pytorch==2.5.3" in msg
+    assert str(isolated_home / "assets" / "mtcnn" / "pnet.pt") in msg
+
+
+def test_offline_fetch_gives_one_clear_error(isolated_home, monkeypatch, tmp_path):
+    # npm and pip that cannot reach any registry: point both at a closed local port
+    monkeypatch.setenv("npm_config_registry", "http://127.0.0.1:9/")
+    monkeypatch.setenv("npm_config_fetch_retries", "0")
+    monkeypatch.setenv("npm_config_cache", str(tmp_path / "npm-cache"))
+    monkeypatch.setenv("npm_config_offline", "true")
+    with pytest.raises(assets.AssetError) as err:
+        assets.fetch(["face-api/demo/sample1.jpg"])
+    msg = str(err.value)
+    assert "face-api/demo/sample1.jpg" in msg and "npm pack @vladmandic/face-api@1.7.15" in msg
+    assert "offline" in msg
+    assert not (isolated_home / "assets" / "face-api" / "demo" / "sample1.jpg").exists()
+
+
+def test_missing_client_is_named(isolated_home, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")
+    with pytest.raises(assets.AssetError) as err:
+        assets.fetch(["face-api/demo/sample2.jpg"])
+    assert "`npm` is not installed" in str(err.value)
+
+
+def test_wheel_asset_from_installed_package(isolated_home):
+    # facenet-pytorch 2.5.3 is a dependency: its weights are copied from the installed wheel, verified
+    (p,) = assets.fetch(["mtcnn/pnet.pt"])
+    assert p.exists() and assets.sha256_of(p) == assets.REGISTRY["mtcnn/pnet.pt"].sha256
+
+
+def test_unknown_asset_lists_known():
+    with pytest.raises(assets.AssetError, match="unknown asset 'nope'.*face-api/demo/sample1.jpg"):
+        assets.path("nope")
+
+
+def test_cli_verify_and_list():
+    out = subprocess.run([sys.executable, "-m", "facelab", "assets", "verify"], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "ok       face-api/demo/sample1.jpg" in out.stdout
+
+
+def test_cli_verify_fails_on_tampered(tmp_path):
+    real = assets.path(SMALL)
+    dst = tmp_path / "assets" / SMALL
+    dst.parent.mkdir(parents=True)
+    dst.write_bytes(real.read_bytes() + b"x")
+    env = {**__import__("os").environ, "FACELAB_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-m", "facelab", "assets", "verify", SMALL], capture_output=True, text=True, env=env)
+    assert out.returncode == 1 and "MISMATCH" in out.stdout
+
+
+def test_faceapi_weights_dequantize():
+    w = load_faceapi_weights("tiny_face_detector_model")
+    assert len(w) == 19
+    assert all(t.dtype.is_floating_point for t in w.values())
