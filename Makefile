@@ -19,7 +19,7 @@ help:
 $(STAMP): $(LOCK) pyproject.toml tools/setup_system.sh
 	bash tools/setup_system.sh
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade "pip>=24"
+	$(PY) -m pip install --quiet --upgrade "pip>=24" "setuptools>=77"
 	# one resolve installs the pinned torch/torchvision pair together with everything else
 	$(PY) -m pip install --quiet -r $(LOCK)
 	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
