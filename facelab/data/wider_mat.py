@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from facelab.data.wider import load_wider_mat
+
 __all__ = ["WIDER_GT_FILES", "load_wider_mat", "load_wider_gt"]
 
 #: setting -> file name in the official ``eval_tools/ground_truth`` folder ("all" = every face).
@@ -30,68 +32,6 @@ WIDER_GT_FILES: dict[str, str] = {
 }
 
 WiderMat = dict[str, dict[str, dict[str, Any]]]
-
-
-def _cell_str(x: Any, where: str) -> str:
-    """A MATLAB char cell entry (``array([array(['name'])])`` at some depth) -> str."""
-    v = x
-    while isinstance(v, np.ndarray):
-        if v.size != 1:
-            raise ValueError(f"{where}: expected one string, got an array of shape {v.shape}")
-        v = v.reshape(-1)[0]
-    if not isinstance(v, str):
-        raise ValueError(f"{where}: expected a string, got {type(v).__name__}")
-    return v
-
-
-def load_wider_mat(path: str | os.PathLike) -> WiderMat:
-    """Read one official WIDER FACE ``.mat`` file.
-
-    Returns ``{event: {image_name (no extension): {"boxes": float64 [N, 4] x y w h,
-    "keep": int64 [K] 1-based face indices from gt_list, or None when the file has no gt_list}}}``,
-    events and images in the file's order. Raises ``FileNotFoundError``/``ValueError`` naming the file.
-    """
-    from scipy.io import loadmat
-
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"WIDER FACE ground truth file not found: {path}")
-    try:
-        m = loadmat(str(path))
-    except Exception as e:  # scipy raises several types for corrupt files
-        raise ValueError(f"{path}: not a readable MATLAB .mat file ({e})") from e
-    for key in ("event_list", "file_list", "face_bbx_list"):
-        if key not in m:
-            raise ValueError(f"{path}: missing variable '{key}' (found {sorted(k for k in m if not k.startswith('__'))})")
-    events, files, bbxs = (np.asarray(m[k], dtype=object).reshape(-1) for k in ("event_list", "file_list", "face_bbx_list"))
-    gts = np.asarray(m["gt_list"], dtype=object).reshape(-1) if "gt_list" in m else None
-    if not (len(events) == len(files) == len(bbxs)) or (gts is not None and len(gts) != len(events)):
-        raise ValueError(f"{path}: event_list/file_list/face_bbx_list/gt_list have different lengths")
-
-    out: WiderMat = {}
-    for i in range(len(events)):
-        event = _cell_str(events[i], f"{path}: event_list[{i}]")
-        names = np.asarray(files[i], dtype=object).reshape(-1)
-        boxes_i = np.asarray(bbxs[i], dtype=object).reshape(-1)
-        keep_i = np.asarray(gts[i], dtype=object).reshape(-1) if gts is not None else None
-        if len(boxes_i) != len(names) or (keep_i is not None and len(keep_i) != len(names)):
-            raise ValueError(f"{path}: event '{event}' has {len(names)} files but a different number of box/gt entries")
-        ev: dict[str, dict[str, Any]] = {}
-        for j in range(len(names)):
-            name = _cell_str(names[j], f"{path}: file_list[{i}][{j}]")
-            b = np.asarray(boxes_i[j], dtype=np.float64)
-            if b.size == 0:
-                b = b.reshape(0, 4)
-            if b.ndim != 2 or b.shape[1] != 4:
-                raise ValueError(f"{path}: face_bbx_list for {event}/{name} has shape {b.shape}, expected [N, 4]")
-            keep = None
-            if keep_i is not None:
-                keep = np.asarray(keep_i[j]).astype(np.int64).reshape(-1)
-                if keep.size and (keep.min() < 1 or keep.max() > len(b)):
-                    raise ValueError(f"{path}: gt_list for {event}/{name} has indices outside 1..{len(b)}")
-            ev[name] = {"boxes": b, "keep": keep}
-        out[event] = ev
-    return out
 
 
 def load_wider_gt(gt_dir: str | os.PathLike) -> dict[str, WiderMat]:

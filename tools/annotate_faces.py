@@ -1,0 +1,115 @@
+"""One-off tool that built facelab/data/annotations/faces.json (the embedded face set).
+
+Step 1 (``propose``): run facenet-pytorch's ``MTCNN(keep_all=True)`` (the pip package, not facelab.models,
+to keep facelab.data below the model layer) on the nine bundled photos and write a draft annotation:
+one record per detected face, ordered left to right, with box, 5 landmarks, MTCNN probability,
+``"source": "mtcnn"`` and empty labels (``null``).
+
+Step 2 (by hand): ``draw`` renders every photo with the annotated boxes, landmarks and face ids into PNG
+files; each was looked at, wrong/missing boxes were fixed in the JSON (``"source": "hand"``) and the
+labels Male/Smiling/Eyeglasses/Young were filled in by looking at each face (``null`` = not decidable).
+
+    python tools/annotate_faces.py propose --out /tmp/faces_draft.json [--threshold 0.9]
+    python tools/annotate_faces.py draw --ann facelab/data/annotations/faces.json --out-dir /tmp/faces_check
+
+``propose`` never overwrites the committed file unless ``--out`` points at it and ``--force`` is given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from facelab.data.faces import ANNOTATION_FILE, PHOTOS  # noqa: E402
+from facelab.data.images import load_asset_image, to_uint8  # noqa: E402
+from facelab.io import write_json  # noqa: E402
+
+LABELS = ("Male", "Smiling", "Eyeglasses", "Young")
+
+
+def propose(out: Path, threshold: float, force: bool) -> None:
+    from facenet_pytorch import MTCNN
+
+    if out.resolve() == ANNOTATION_FILE.resolve() and out.exists() and not force:
+        raise SystemExit(f"{out} exists (hand-checked); pass --force to overwrite it")
+    torch.set_num_threads(1)
+    mtcnn = MTCNN(keep_all=True, device="cpu")
+    photos, faces = [], []
+    for photo_id, asset in PHOTOS.items():
+        img = load_asset_image(asset)
+        h, w = img.shape[1:]
+        photos.append({"photo_id": photo_id, "asset": asset, "width": int(w), "height": int(h)})
+        pil = Image.fromarray(to_uint8(img))
+        boxes, probs, points = mtcnn.detect(pil, landmarks=True)
+        if boxes is None or len(boxes) == 0:
+            print(f"{photo_id}: no face found")
+            continue
+        boxes, probs = np.asarray(boxes, dtype=np.float64), np.asarray(probs, dtype=np.float64)
+        points = np.asarray(points, dtype=np.float64)
+        keep = [i for i in np.argsort(boxes[:, 0]) if probs[i] >= threshold]
+        for k, i in enumerate(keep):
+            box = [round(float(v), 1) for v in boxes[i]]
+            box = [max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])]
+            faces.append({
+                "face_id": f"{photo_id}-{k}",
+                "photo_id": photo_id,
+                "box": box,
+                "landmarks5": [[round(float(x), 1), round(float(y), 1)] for x, y in points[i]],
+                "mtcnn_prob": round(float(probs[i]), 4),
+                "source": "mtcnn",
+                "labels": {name: None for name in LABELS},
+            })
+        print(f"{photo_id}: {len(keep)} faces (of {len(boxes)} proposals, probs {np.round(np.sort(probs)[::-1], 3).tolist()})")
+    write_json(out, {"version": 1, "photos": photos, "faces": faces})
+    print(f"wrote {out}: {len(photos)} photos, {len(faces)} faces")
+
+
+def draw(ann: Path, out_dir: Path, max_side: int) -> None:
+    data = json.loads(ann.read_text())
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for photo in data["photos"]:
+        img = Image.fromarray(to_uint8(load_asset_image(photo["asset"])))
+        d = ImageDraw.Draw(img)
+        for f in (f for f in data["faces"] if f["photo_id"] == photo["photo_id"]):
+            colour = (0, 255, 0) if f["source"] == "mtcnn" else (255, 0, 255)
+            lw = max(1, img.width // 400)
+            d.rectangle(f["box"], outline=colour, width=lw)
+            for x, y in f["landmarks5"] or []:
+                d.ellipse([x - 2 * lw, y - 2 * lw, x + 2 * lw, y + 2 * lw], fill=(255, 0, 0))
+            d.text((f["box"][0], max(0, f["box"][1] - 12)), f["face_id"].split("-")[-1], fill=colour)
+        scale = max_side / max(img.size)
+        if scale < 1:
+            img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
+        img.save(out_dir / f"{photo['photo_id']}.png")
+    print(f"wrote {len(data['photos'])} PNGs to {out_dir}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    a = sub.add_parser("propose")
+    a.add_argument("--out", type=Path, required=True)
+    a.add_argument("--threshold", type=float, default=0.9)
+    a.add_argument("--force", action="store_true")
+    b = sub.add_parser("draw")
+    b.add_argument("--ann", type=Path, default=ANNOTATION_FILE)
+    b.add_argument("--out-dir", type=Path, required=True)
+    b.add_argument("--max-side", type=int, default=1200)
+    args = p.parse_args(argv)
+    if args.cmd == "propose":
+        propose(args.out, args.threshold, args.force)
+    else:
+        draw(args.ann, args.out_dir, args.max_side)
+
+
+if __name__ == "__main__":
+    main()
