@@ -31,12 +31,16 @@ setup: $(STAMP)
 assets: $(STAMP)
 	$(PY) -m facelab assets fetch
 
+# pytest's config (pyproject.toml) runs tests/ and nbval (--nbval-lax) over notebooks/*.ipynb with the
+# facelab kernel; the browser test (tests/test_book_browser.py) builds the book and saves screenshots
+# to test-artifacts/.
 test: assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 chapters: assets
 	$(PY) -m facelab run all --out $(RUN)
 
+# the HTML book from the fresh runs: _build/html/index.html (build time in _build/book-build.json)
 book: chapters
 	$(PY) -m facelab book --runs $(RUN)
 

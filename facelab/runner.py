@@ -1,59 +1,202 @@
-"""Run a chapter notebook headless with papermill, parameters validated before anything runs."""
+"""Run a chapter notebook headless with papermill, parameters validated before anything runs.
+
+A chapter's parameters are the assignments of its cell tagged ``parameters`` (papermill's convention).
+Each parameter's type comes from its annotation (``epochs: int = 100``) or else from its default value
+(``epochs = 100`` -> int, ``lr = 0.01`` -> float, ``root = None`` -> anything). An override given on
+the command line (``-p epochs 3``) is parsed as YAML and must fit that type; an unknown name or a
+wrong type raises :class:`ParameterError` before any file is written or any kernel started.
+"""
 
 from __future__ import annotations
 
+import ast
 import json
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from facelab.io import atomic_write
+
+__all__ = ["ParameterError", "Parameter", "declared_parameters", "parse_parameters", "validate", "run_chapter", "RESERVED"]
+
+#: parameters the runner sets itself (``--out`` decides where a chapter writes).
+RESERVED = ("out_dir",)
 
 
 class ParameterError(ValueError):
     """An unknown parameter name or a value of the wrong type for a chapter notebook."""
 
 
-def declared_parameters(notebook: Path) -> dict[str, dict[str, Any]]:
-    """The notebook's ``parameters`` cell: name -> {inferred_type_name, default, help}."""
-    import papermill
+@dataclass(frozen=True)
+class Parameter:
+    name: str
+    type: str  # int | float | bool | str | list | dict | any
+    default: str  # source text of the default
+    optional: bool  # None is accepted
+    help: str = ""
 
-    return papermill.inspect_notebook(str(notebook))
+
+_SIMPLE = {"int", "float", "bool", "str", "list", "dict", "tuple"}
 
 
-_TYPES = {"int": (int,), "float": (int, float), "bool": (bool,), "str": (str,), "list": (list,), "dict": (dict,)}
+def _type_of_annotation(annotation: str) -> tuple[str, bool]:
+    """``'int'`` -> (int, False); ``'str | None'`` / ``'Optional[str]'`` -> (str, True); else (any, True)."""
+    ann = annotation.replace(" ", "").replace("typing.", "")
+    optional = "None" in ann or ann.startswith("Optional[")
+    if ann.startswith("Optional[") and ann.endswith("]"):
+        ann = ann[len("Optional["):-1]
+    parts = [p for p in ann.split("|") if p != "None"]
+    base = parts[0].split("[")[0].lower() if len(parts) == 1 else "any"
+    if base == "tuple":
+        base = "list"
+    return (base, optional) if base in _SIMPLE else ("any", True)
 
 
-def validate(notebook: Path, overrides: dict[str, str]) -> dict[str, Any]:
-    """Parse each override as YAML and check it against the declared parameter's type."""
+def _type_of_default(default: str) -> tuple[str, bool]:
+    try:
+        value = ast.literal_eval(default)
+    except (ValueError, SyntaxError):
+        return "any", True  # an expression (Path(...), os.environ...): the notebook checks it itself
+    if value is None:
+        return "any", True
+    for name, kind in (("bool", bool), ("int", int), ("float", float), ("str", str), ("list", (list, tuple)),
+                       ("dict", dict)):
+        if isinstance(value, kind):
+            return name, False
+    return "any", True
+
+
+def _help_comment(line: str) -> str:
+    """The ``# comment`` at the end of a source line (outside string literals), else ''."""
+    import io
+    import tokenize
+
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(line).readline):
+            if tok.type == tokenize.COMMENT:
+                return tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return ""
+
+
+def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, Parameter]:
+    """Top-level ``name = value`` / ``name: type = value`` assignments of a parameters cell's source."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError as e:
+        raise ParameterError(f"{where}: line {e.lineno}: not valid Python: {e.msg}") from None
+    lines = source.splitlines()
+    out: dict[str, Parameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name, annotation, value = node.targets[0].id, None, node.value
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            name, annotation, value = node.target.id, ast.unparse(node.annotation), node.value
+        else:
+            continue  # imports, expressions: not parameters
+        default = ast.get_source_segment(source, value) or ast.unparse(value)
+        tname, optional = _type_of_annotation(annotation) if annotation else _type_of_default(default)
+        out[name] = Parameter(name, tname, default, optional, _help_comment(lines[node.end_lineno - 1]))
+    return out
+
+
+def declared_parameters(notebook: str | Path) -> dict[str, Parameter]:
+    """The notebook's cell tagged ``parameters`` as name -> :class:`Parameter` (empty when it has none)."""
+    import nbformat
+
+    notebook = Path(notebook)
+    if not notebook.is_file():
+        raise FileNotFoundError(f"{notebook}: no such notebook")
+    nb = nbformat.read(str(notebook), as_version=4)
+    for i, cell in enumerate(nb.cells):
+        if cell.cell_type == "code" and "parameters" in cell.get("metadata", {}).get("tags", []):
+            return parse_parameters(cell.source, f"{notebook.name}: cell {i} (parameters)")
+    return {}
+
+
+def _coerce(p: Parameter, raw: Any, where: str) -> Any:
+    value = yaml.safe_load(raw) if isinstance(raw, str) else raw
+    if value is None and (p.optional or p.type == "any"):
+        return None
+    bad = ParameterError(f"{where}: parameter {p.name!r} expects {p.type}{' or None' if p.optional else ''} "
+                         f"(default {p.default}), got {raw!r}")
+    if p.type == "any":
+        return value
+    if p.type == "str":
+        return raw if isinstance(raw, str) else str(value)  # "-p name 3" keeps the text "3"
+    if p.type == "bool":
+        if isinstance(value, bool):
+            return value
+        raise bad
+    if p.type == "int":
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise bad
+    if p.type == "float":
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 as text
+            try:
+                return float(value)
+            except ValueError:
+                raise bad from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise bad
+    if p.type == "list" and isinstance(value, (list, tuple)):
+        return list(value)
+    if p.type == "dict" and isinstance(value, dict):
+        return value
+    raise bad
+
+
+def validate(notebook: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """Check ``overrides`` (name -> YAML text or value) against the notebook's parameters; return parsed values."""
+    notebook = Path(notebook)
     declared = declared_parameters(notebook)
     parsed: dict[str, Any] = {}
     for name, raw in overrides.items():
+        if name in RESERVED:
+            raise ParameterError(f"{notebook.name}: parameter {name!r} is set by the runner; use --out instead")
         if name not in declared:
-            raise ParameterError(f"{notebook.name}: unknown parameter {name!r}; it declares {', '.join(declared)}")
-        value = yaml.safe_load(raw) if isinstance(raw, str) else raw
-        tname = declared[name].get("inferred_type_name") or "None"
-        default = declared[name].get("default")
-        ok = _TYPES.get(tname)
-        if tname == "None" and default not in (None, "None"):
-            ok = None
-        if ok is not None and not isinstance(value, ok) or (tname in ("int", "float") and isinstance(value, bool)):
-            raise ParameterError(f"{notebook.name}: parameter {name!r} expects {tname} (default {default}), got {raw!r}")
-        if tname == "str" and not isinstance(value, str):
-            value = str(raw)
-        parsed[name] = value
+            known = ", ".join(n for n in declared if n not in RESERVED) or "(no parameters)"
+            raise ParameterError(f"{notebook.name}: unknown parameter {name!r}; it declares {known}")
+        parsed[name] = _coerce(declared[name], raw, notebook.name)
     return parsed
 
 
-def run_chapter(notebook: Path, out_dir: Path, overrides: dict[str, str], kernel: str = "facelab") -> Path:
-    """Execute ``notebook`` into ``out_dir/<name>`` with ``out_dir`` passed as parameter ``out_dir``."""
+def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, Any], kernel: str = "facelab",
+                progress_bar: bool = True) -> Path:
+    """Execute ``notebook`` into ``out_dir/<notebook name>``; ``out_dir`` is passed as parameter ``out_dir``.
+
+    The run folder receives the executed notebook, ``parameters.json`` (what was overridden, plus the
+    runner's record) and whatever the notebook writes there (its ``results.json`` card). Raises
+    :class:`ParameterError` before anything is written; papermill's ``PapermillExecutionError`` when a
+    cell fails (the executed notebook, with the error, is still saved for inspection).
+    """
     import papermill
 
+    notebook = Path(notebook).resolve()
     params = validate(notebook, overrides)
+    out_dir = Path(out_dir).resolve()  # papermill runs in notebooks/: a relative path would land there
     if "out_dir" in declared_parameters(notebook):
-        params.setdefault("out_dir", str(out_dir))
+        params["out_dir"] = str(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     out_nb = out_dir / notebook.name
-    papermill.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=kernel,
-                               cwd=str(notebook.parent), progress_bar=True)
-    (out_dir / "parameters.json").write_text(json.dumps(params, indent=2) + "\n")
+    record = {"notebook": notebook.name, "kernel": kernel, "overrides": params,
+              "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    t0 = time.perf_counter()
+    try:
+        papermill.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=kernel,
+                                   cwd=str(notebook.parent), progress_bar=progress_bar)
+        record["status"] = "ok"
+    except Exception as e:
+        record["status"] = f"failed: {type(e).__name__}"
+        raise
+    finally:
+        record["wall_s"] = round(time.perf_counter() - t0, 2)
+        with atomic_write(out_dir / "parameters.json") as f:
+            f.write(json.dumps(record, indent=2) + "\n")
     return out_nb

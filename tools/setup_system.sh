@@ -4,7 +4,8 @@
 set -euo pipefail
 [ "${FACELAB_NO_APT:-0}" = 1 ] && exit 0
 need=()
-command -v chromium >/dev/null 2>&1 || need+=(chromium)
+# Debian's chromium (the browser test runs it headless); a font so screenshots show text
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || need+=(chromium fonts-dejavu-core)
 command -v npm >/dev/null 2>&1 || need+=(npm)
 [ ${#need[@]} -eq 0 ] && exit 0
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
