@@ -1,0 +1,90 @@
+"""Evaluation glue for trained detectors on WIDER FACE val (patch paper Table 1 "Baseline-SLN" line):
+run a detector over the val images, write official-format prediction files, and score them with the
+official AP (:func:`facelab.metrics.widerface.evaluate`) and P/R at δ
+(:func:`facelab.metrics.detection.wider_detection_metrics`).
+
+Command line: ``python -m facelab.experiments.detector_eval --checkpoint runs/sln/model.pt
+--data-root /data/WIDER --gt-dir /data/WIDER/wider_face_split --out runs/sln/val``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from facelab.io import write_json
+
+__all__ = ["predict_wider", "evaluate_detector", "main"]
+
+
+@torch.no_grad()
+def predict_wider(model: nn.Module, data_root: str | os.PathLike, out_dir: str | os.PathLike, split: str = "val",
+                  score_threshold: float = 0.01, device: str = "cpu", limit: int | None = None,
+                  progress: bool = True) -> dict[str, dict[str, "object"]]:
+    """Detect on every image of the split (full resolution, one at a time) and write
+    ``<out_dir>/<event>/<name>.txt``; return ``{event: {name: [N,5] x y w h score}}``."""
+    import numpy as np
+
+    from facelab.data.wider import WiderFace, write_wider_predictions
+
+    ds = WiderFace(data_root, split)
+    model.eval().to(device)
+    preds: dict[str, dict[str, np.ndarray]] = {}
+    n = len(ds) if limit is None else min(limit, len(ds))
+    it = range(n)
+    if progress:
+        from tqdm.auto import tqdm
+
+        it = tqdm(it, desc="detect")
+    for i in it:
+        image, _, info = ds[i]
+        det = model.detect(image.to(device), score_threshold)[0].to("cpu")
+        xywh = torch.cat([det.boxes[:, :2], det.boxes[:, 2:] - det.boxes[:, :2]], dim=1)
+        name = Path(info["file"]).stem
+        write_wider_predictions(out_dir, info["event"], name, xywh, det.scores)
+        preds.setdefault(info["event"], {})[name] = torch.cat([xywh, det.scores[:, None]], 1).numpy()
+    return preds
+
+
+def evaluate_detector(model: nn.Module, data_root: str | os.PathLike, gt_dir: str | os.PathLike,
+                      out_dir: str | os.PathLike, delta: float = 0.99, device: str = "cpu",
+                      limit: int | None = None) -> dict:
+    """Predictions + official AP (easy/medium/hard/all) + P/R@δ; also written to ``<out_dir>/metrics.json``."""
+    from facelab.data.wider_mat import load_wider_gt
+    from facelab.metrics.detection import wider_detection_metrics
+    from facelab.metrics.widerface import evaluate
+
+    out_dir = Path(out_dir)
+    preds = predict_wider(model, data_root, out_dir / "predictions", device=device, limit=limit)
+    gt = load_wider_gt(gt_dir)
+    result = {"ap": evaluate(preds, gt, missing="empty" if limit else "error")["ap"],
+              "pr_at_delta": wider_detection_metrics(preds, gt, delta=delta)}
+    write_json(out_dir / "metrics.json", result)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    from facelab.models.detection.train import load_trained
+
+    p = argparse.ArgumentParser(prog="python -m facelab.experiments.detector_eval", description=__doc__.split("\n")[0])
+    p.add_argument("--checkpoint", required=True, help="model.pt or last.pt of facelab train-detector")
+    p.add_argument("--data-root", required=True)
+    p.add_argument("--gt-dir", required=True, help="folder with wider_face_val.mat and wider_*_val.mat")
+    p.add_argument("--out", required=True)
+    p.add_argument("--delta", type=float, default=0.99)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--limit", type=int, default=None, help="first N val images only (smoke runs)")
+    a = p.parse_args(argv)
+    model = load_trained(a.checkpoint, a.device)
+    res = evaluate_detector(model, a.data_root, a.gt_dir, a.out, a.delta, a.device, a.limit)
+    print(res["ap"])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

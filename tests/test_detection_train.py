@@ -1,0 +1,83 @@
+"""Overfit smoke tests of the four trainable detectors on a synthetic WIDER-layout dataset, and the
+detector interface (dense + detect) they share with the zoo."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from facelab.models.base import DenseOutput, FaceDetector
+from facelab.models.detection import build_detector
+from facelab.models.detection.wider_layout import open_wider, write_synthetic_wider
+
+torch.set_num_threads(1)
+
+# (arch, small-model kwargs, Adam steps, Adam lr, required loss ratio end/start)
+CASES = [
+    ("sln", {"channels": 64}, 30, 1e-3, 0.3),
+    ("ssd", {"extra_channels": 64}, 50, 1e-3, 0.3),
+    # RetinaNet starts from the focal prior (low loss) and oscillates at 1e-3
+    ("retinanet", {"channels": 64}, 40, 2e-4, 0.4),
+    ("faster_rcnn", {"channels": 64, "num_proposals": 64, "representation": 256}, 30, 1e-3, 0.3),
+]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    root = write_synthetic_wider(tmp_path_factory.mktemp("wider"), "train", n_images=4, size=(64, 64),
+                                 face_sizes=(16, 36), seed=0)
+    ds = open_wider(root, "train")
+    assert len(ds) == 4
+    images = torch.stack([ds[i][0] for i in range(4)])
+    targets = [ds[i][1] for i in range(4)]
+    assert sum(len(t) for t in targets) >= 4
+    return images, targets
+
+
+def recall_at(dets, targets, iou=0.5) -> float:
+    hit = tot = 0
+    for d, gt in zip(dets, targets):
+        tot += len(gt)
+        if len(d) and len(gt):
+            hit += int((box_iou(gt, d.boxes).max(1).values >= iou).sum())
+    return hit / max(1, tot)
+
+
+@pytest.mark.parametrize("arch,kwargs,steps,lr,ratio", CASES, ids=[c[0] for c in CASES])
+def test_overfit_and_detect(synthetic, arch, kwargs, steps, lr, ratio):
+    images, targets = synthetic
+    torch.manual_seed(0)
+    model = build_detector(arch, "resnet18", **kwargs)
+    assert isinstance(model, FaceDetector)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    gen = torch.Generator().manual_seed(0)
+    losses = []
+    for _ in range(steps):
+        out = model.compute_loss(images, targets, gen)
+        opt.zero_grad()
+        out["loss"].backward()
+        opt.step()
+        losses.append(float(out["loss"].detach()))
+    assert all(torch.isfinite(torch.tensor(losses)))
+    start, end = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
+    assert end < ratio * start, f"{arch}: loss {start:.3f} -> {end:.3f}"
+    model.eval()
+    # dense: differentiable w.r.t. pixels, interface shapes
+    x = images[:2].clone().requires_grad_(True)
+    dense = model.dense(x)
+    assert isinstance(dense, DenseOutput)
+    b, a = dense.scores.shape
+    assert b == 2 and dense.boxes.shape == (2, a, 4) and dense.anchors.shape == (2, a, 4)
+    assert ((dense.scores >= 0) & (dense.scores <= 1)).all()
+    dense.scores.max().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    # focal-loss scores stay low (RetinaNet's own test threshold is 0.05); the softmax detectors use 0.5
+    dets = model.detect(images, 0.1 if arch == "retinanet" else 0.5)
+    assert len(dets) == 4
+    r = recall_at(dets, targets)
+    top = [float(d.scores[0]) if len(d) else 0.0 for d in model.detect(images, 0.0)]
+    # RetinaNet's focal classifier is still under-confident after 40 small steps (top scores ~0.15);
+    # within this test's time budget we only require half of the faces (known gap, see report)
+    need = 0.5 if arch == "retinanet" else 0.9
+    assert r >= need, f"{arch}: recall@0.5 = {r:.2f}, top scores {top}"
