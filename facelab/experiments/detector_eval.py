@@ -68,23 +68,30 @@ def evaluate_detector(model: nn.Module, data_root: str | os.PathLike, gt_dir: st
     return result
 
 
-def main(argv: list[str] | None = None) -> int:
+def configure(p: argparse.ArgumentParser) -> None:
+    """Options of ``facelab eval-detector``."""
+    p.add_argument("--checkpoint", required=True, help="model.pt or last.pt of facelab train-detector")
+    p.add_argument("--data-root", required=True, help="WIDER FACE root (wider_face_split/, WIDER_val/images/)")
+    p.add_argument("--gt-dir", required=True, help="folder with wider_face_val.mat and wider_*_val.mat")
+    p.add_argument("--out", required=True, help="folder for predictions/ and metrics.json")
+    p.add_argument("--delta", type=float, default=0.99, help="raw score threshold of P/R@delta (patch paper §3.2)")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda when present)")
+    p.add_argument("--limit", type=int, default=None, help="first N val images only (smoke runs)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """``facelab eval-detector``: AP (easy/medium/hard/all) and P/R@delta of a trained checkpoint."""
+    from facelab.io import default_device
     from facelab.models.detection.train import load_trained
 
-    p = argparse.ArgumentParser(prog="python -m facelab.experiments.detector_eval", description=__doc__.split("\n")[0])
-    p.add_argument("--checkpoint", required=True, help="model.pt or last.pt of facelab train-detector")
-    p.add_argument("--data-root", required=True)
-    p.add_argument("--gt-dir", required=True, help="folder with wider_face_val.mat and wider_*_val.mat")
-    p.add_argument("--out", required=True)
-    p.add_argument("--delta", type=float, default=0.99)
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    p.add_argument("--limit", type=int, default=None, help="first N val images only (smoke runs)")
-    a = p.parse_args(argv)
-    model = load_trained(a.checkpoint, a.device)
-    res = evaluate_detector(model, a.data_root, a.gt_dir, a.out, a.delta, a.device, a.limit)
+    device = default_device(args.device)
+    model = load_trained(args.checkpoint, device)
+    res = evaluate_detector(model, args.data_root, args.gt_dir, args.out, args.delta, device, args.limit)
     print(res["ap"])
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _p = argparse.ArgumentParser(prog="python -m facelab.experiments.detector_eval", description=__doc__.split("\n")[0])
+    configure(_p)
+    sys.exit(main(_p.parse_args()))

@@ -1,7 +1,8 @@
 """Read face-api (tfjs) weights: ``*-weights_manifest.json`` + ``*.bin``.
 
 Tensors are stored in manifest order; float32 tensors are little-endian raw, uint8-quantized tensors
-dequantize as ``q * scale + min`` (the tfjs ``quantization`` entry). No unpickling is involved.
+dequantize as ``q * scale + min`` (the tfjs ``quantization`` entry), computed in float64 and rounded
+to float32 as tfjs does (a float32 sum differs by one rounding step in most weights). No unpickling is involved.
 """
 
 from __future__ import annotations
@@ -33,7 +34,8 @@ def load_faceapi_weights(model: str) -> dict[str, torch.Tensor]:
                 qdtype = np.dtype(q["dtype"])
                 raw = np.frombuffer(blob, dtype=qdtype, count=n, offset=offset)
                 offset += n * qdtype.itemsize
-                arr = raw.astype(np.float32) * np.float32(q["scale"]) + np.float32(q["min"])
+                # tfjs computes q*scale+min in float64 and stores float32: do the same, bit for bit
+                arr = (raw.astype(np.float64) * q["scale"] + q["min"]).astype(np.float32)
             else:
                 dtype = np.dtype(_DTYPES[spec["dtype"]]).newbyteorder("<")
                 arr = np.frombuffer(blob, dtype=dtype, count=n, offset=offset).astype(dtype.newbyteorder("="))
