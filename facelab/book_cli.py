@@ -245,7 +245,7 @@ def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
                 log.append(f"{stem}: no executed notebook in {runs}; rendering the committed one")
     for path in staged.values():
         check_notebook(path)
-    search = ([Path(runs)] if runs is not None else []) + [root / "runs" / "default"]
+    search = [Path(runs)] if runs is not None else []
     statuses = book_status.collect(search, notebooks=root / "notebooks")
     (src / "book" / "status.md").write_text(book_status.render(statuses), encoding="utf-8")
     toc, dropped = stage_toc(root / "_toc.yml", src, list(staged))

@@ -1,7 +1,9 @@
 """The book's "Replication status" page, generated from the chapters' results cards (never typed by hand).
 
 A chapter's results card is the ``results.json`` its notebook writes with :func:`facelab.io.results_card`
-into its run folder ``<runs>/<notebook stem>/``. The comparison with the paper is the card's
+into its run folder ``<runs>/<notebook stem>/``; the committed notebook (its default run) also prints
+its card, as JSON, in the code cell tagged ``results-card``, which is read when no run folder has a card.
+The comparison with the paper is the card's
 ``"paper_comparison"`` list of ``{"quantity", "paper", "ours", "note"}``; this module turns every card it
 finds into one markdown table (paper value, ours, difference, the run it came from).
 
@@ -49,8 +51,27 @@ def chapter_notebook(number: int, notebooks: Path) -> Path | None:
     return found[0] if found else None
 
 
+def card_from_notebook(notebook: Path) -> dict[str, Any] | None:
+    """The results card printed (as JSON on stdout) by the code cell tagged ``results-card``, if any."""
+    nb = json.loads(notebook.read_text(encoding="utf-8"))
+    for cell in nb.get("cells", []):
+        if cell.get("cell_type") != "code" or "results-card" not in cell.get("metadata", {}).get("tags", []):
+            continue
+        text = "".join("".join(o.get("text", "")) for o in cell.get("outputs", [])
+                       if o.get("output_type") == "stream" and o.get("name") == "stdout")
+        start = text.find("{")
+        if start < 0:
+            raise ValueError(f"{notebook}: the results-card cell printed no JSON (run the notebook first)")
+        card, _ = json.JSONDecoder().raw_decode(text[start:])
+        if not isinstance(card, dict):
+            raise ValueError(f"{notebook}: the results-card cell printed JSON that is not an object")
+        return card
+    return None
+
+
 def collect(search: list[Path], notebooks: Path = ROOT / "notebooks") -> list[ChapterStatus]:
-    """Each chapter's notebook and the first results card found under ``<dir>/<stem>/results.json``."""
+    """Each chapter's notebook and its results card: the first ``<dir>/<stem>/results.json`` of
+    ``search``, else the card printed by the committed notebook's ``results-card`` cell."""
     out = []
     for number, title, _doc in CHAPTERS:
         st = ChapterStatus(number, title, chapter_notebook(number, notebooks))
@@ -66,6 +87,13 @@ def collect(search: list[Path], notebooks: Path = ROOT / "notebooks") -> list[Ch
                     except (ValueError, OSError) as e:
                         st.card, st.error = {}, f"unreadable results card {card}: {e}"
                     break
+            if st.card_path is None:
+                try:
+                    card = card_from_notebook(st.notebook)
+                except ValueError as e:
+                    card, st.error = None, str(e)
+                if card is not None:
+                    st.card, st.card_path = card, st.notebook
         out.append(st)
     return out
 
@@ -117,7 +145,12 @@ def render(statuses: list[ChapterStatus]) -> str:
         lines += ["| chapter | quantity | paper | ours | difference | note | run |",
                   "|---|---|---|---|---|---|---|"]
         for s in reported:
-            run = f"`{_rel(s.card_path.parent)}`" if s.card_path else "—"
+            if s.card_path is None:
+                run = "—"
+            elif s.card_path.suffix == ".ipynb":
+                run = f"`{_rel(s.card_path)}` (committed default run)"
+            else:
+                run = f"`{_rel(s.card_path.parent)}`"
             when = s.card.get("created")
             device = s.card.get("device")
             extra = ", ".join(str(v) for v in (when, device) if v)
@@ -145,7 +178,7 @@ def render(statuses: list[ChapterStatus]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    dirs = [Path(a) for a in (sys.argv[1:] if argv is None else argv)] or [ROOT / "runs" / "default"]
+    dirs = [Path(a) for a in (sys.argv[1:] if argv is None else argv)]
     print(render(collect(dirs)))
     return 0
 

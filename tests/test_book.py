@@ -24,7 +24,7 @@ PNG = base64.b64encode(bytes.fromhex(
     "00030101001825b4ee0000000049454e44ae426082")).decode()
 
 
-def tiny_chapter(path: Path, *, error: bool = False, tag_error: bool = False) -> Path:
+def tiny_chapter(path: Path, *, error: bool = False, tag_error: bool = False, card: dict | None = None) -> Path:
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell('out_dir = "../runs/default/01_universal_patches"', execution_count=1)
     params.metadata["tags"] = ["parameters"]
@@ -34,6 +34,11 @@ def tiny_chapter(path: Path, *, error: bool = False, tag_error: bool = False) ->
                                     outputs=[nbformat.v4.new_output("stream", name="stdout", text="0.5\n")])
     nb.cells = [nbformat.v4.new_markdown_cell("# Tiny patches chapter\n\nText {cite:p}`yang2020patches`."),
                 params, fig, res]
+    if card is not None:
+        cc = nbformat.v4.new_code_cell("print(json.dumps(card))", execution_count=5, outputs=[
+            nbformat.v4.new_output("stream", name="stdout", text="results card:\n" + json.dumps(card) + "\n")])
+        cc.metadata["tags"] = ["results-card"]
+        nb.cells.append(cc)
     if error:
         bad = nbformat.v4.new_code_cell("1/0", execution_count=4, outputs=[nbformat.v4.new_output(
             "error", ename="ZeroDivisionError", evalue="division by zero", traceback=[])])
@@ -200,7 +205,7 @@ def test_book_builds_with_a_chapter_status_and_bibliography(tmp_path):
     (card_dir / "results.json").write_text(json.dumps({"created": "2026-01-01T00:00:00Z", "paper_comparison": [
         {"quantity": "recall (Easy), Patch-IoU", "paper": 2.7, "ours": 3.1, "note": "Table 1"}]}))
     out = tmp_path / "out"
-    assert book_cli.build(root, out, quiet=True) == 0
+    assert book_cli.build(root, out, runs=root / "runs" / "default", quiet=True) == 0
     html = out / "_build" / "html"
     chapter = (html / "notebooks" / "01_universal_patches.html").read_text()
     assert "Tiny patches chapter" in chapter and "<img" in chapter
@@ -210,6 +215,28 @@ def test_book_builds_with_a_chapter_status_and_bibliography(tmp_path):
     assert "WIDER FACE: a face detection benchmark" in refs and "accessorize to a crime" in refs.lower()
     assert "not yet landed" in (html / "book" / "part2.html").read_text()
     assert json.loads((out / "_build" / "book-build.json").read_text())["seconds"] > 0
+
+
+def test_status_reads_the_card_printed_by_the_committed_notebook(tmp_path):
+    card = {"created": "2026-01-02T00:00:00Z", "device": "cpu", "paper_comparison": [
+        {"quantity": "recall (All), noise w/ Patch-IoU", "paper": 1.4, "ours": 2.0, "note": "Table 1"}]}
+    nbs = tmp_path / "notebooks"
+    tiny_chapter(nbs / "01_universal_patches.ipynb", card=card)
+    statuses = book_status.collect([], notebooks=nbs)
+    assert statuses[0].card == card and statuses[0].card_path.suffix == ".ipynb"
+    page = book_status.render(statuses)
+    assert "noise w/ Patch-IoU" in page and "+0.6" in page and "committed default run" in page
+    # a run folder's card wins over the committed one
+    run = tmp_path / "runs" / "01_universal_patches"
+    run.mkdir(parents=True)
+    (run / "results.json").write_text(json.dumps({"paper_comparison": [{"quantity": "q", "paper": 1, "ours": 1}]}))
+    assert book_status.collect([tmp_path / "runs"], notebooks=nbs)[0].card_path == run / "results.json"
+    # a tagged cell that printed no JSON is reported, not ignored
+    tiny_chapter(nbs / "01_universal_patches.ipynb", card={})
+    nb = json.loads((nbs / "01_universal_patches.ipynb").read_text())
+    nb["cells"][-1]["outputs"] = []
+    (nbs / "01_universal_patches.ipynb").write_text(json.dumps(nb))
+    assert "printed no JSON" in book_status.collect([], notebooks=nbs)[0].error
 
 
 def test_missing_reference_or_broken_notebook_fails_the_build(tmp_path, monkeypatch, capsys):
