@@ -98,3 +98,39 @@ def test_predict_wider_writes_official_files(tmp_path):
     lines = files[0].read_text().splitlines()
     assert lines[0] == files[0].stem and int(lines[1]) == len(lines) - 2 > 0
     assert len(lines[2].split()) == 5
+
+
+def test_resume_with_another_model_fails_before_building(tmp_path, monkeypatch):
+    import facelab.models.detection.train as train_mod
+
+    out = tmp_path / "run"
+    out.mkdir()
+    ck = {"model": {}, "optimizer": {}, "scaler": {}, "epoch": 0, "global_step": 1, "history": [],
+          "model_config": {"arch": "ssd", "backbone": "resnet50", "model_kwargs": {}}}
+    torch.save(ck, out / "last.pt")
+
+    def no_build(*a, **k):
+        raise AssertionError("the model was built before the checkpoint was checked")
+
+    monkeypatch.setattr(train_mod, "build_detector", no_build)
+    cfg = TrainConfig(data_root=str(tmp_path / "no-data"), out_dir=str(out), arch="sln", backbone="resnet18",
+                      progress=False)
+    with pytest.raises(ValueError) as e:
+        train_detector(cfg)
+    msg = str(e.value)
+    assert str(out / "last.pt") in msg
+    assert "arch: checkpoint 'ssd' != requested 'sln'" in msg
+    assert "backbone: checkpoint 'resnet50' != requested 'resnet18'" in msg
+    assert "model_kwargs" not in msg.split("(")[-1]  # only the fields that differ are listed
+    # same arch, other backbone: only the backbone is named
+    torch.save({**ck, "model_config": {"arch": "sln", "backbone": "resnet50", "model_kwargs": {}}}, out / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt: cannot resume.*\(backbone: checkpoint 'resnet50' "
+                                         r"!= requested 'resnet18'\)"):
+        train_detector(cfg)
+    # not a checkpoint at all
+    torch.save({"weights": 1}, out / "last.pt")
+    with pytest.raises(ValueError, match=r"last\.pt: not a train-detector checkpoint"):
+        train_detector(cfg)
+    (out / "last.pt").write_text("garbage")
+    with pytest.raises(ValueError, match=r"last\.pt: cannot read the checkpoint"):
+        train_detector(cfg)

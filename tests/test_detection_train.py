@@ -17,8 +17,7 @@ torch.set_num_threads(1)
 CASES = [
     ("sln", {"channels": 64}, 30, 1e-3, 0.3),
     ("ssd", {"extra_channels": 64}, 50, 1e-3, 0.3),
-    # RetinaNet starts from the focal prior (low loss) and oscillates at 1e-3
-    ("retinanet", {"channels": 64}, 40, 2e-4, 0.4),
+    ("retinanet", {"channels": 64}, 30, 1e-3, 0.3),
     ("faster_rcnn", {"channels": 64, "num_proposals": 64, "representation": 256}, 30, 1e-3, 0.3),
 ]
 
@@ -72,12 +71,29 @@ def test_overfit_and_detect(synthetic, arch, kwargs, steps, lr, ratio):
     assert ((dense.scores >= 0) & (dense.scores <= 1)).all()
     dense.scores.max().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
-    # focal-loss scores stay low (RetinaNet's own test threshold is 0.05); the softmax detectors use 0.5
-    dets = model.detect(images, 0.1 if arch == "retinanet" else 0.5)
+    dets = model.detect(images, 0.5)
     assert len(dets) == 4
     r = recall_at(dets, targets)
     top = [float(d.scores[0]) if len(d) else 0.0 for d in model.detect(images, 0.0)]
-    # RetinaNet's focal classifier is still under-confident after 40 small steps (top scores ~0.15);
-    # within this test's time budget we only require half of the faces (known gap, see report)
-    need = 0.5 if arch == "retinanet" else 0.9
-    assert r >= need, f"{arch}: recall@0.5 = {r:.2f}, top scores {top}"
+    assert r >= 0.9, f"{arch}: recall@0.5 = {r:.2f}, top scores {top}"
+
+
+def test_retinanet_head_norm():
+    """The default RetinaNet heads are GroupNorm'ed (see retinanet.py: the plain std-0.01 heads of [22]
+    shrink the activations so that the initial logits are nearly constant over the anchors)."""
+    import collections
+
+    torch.manual_seed(0)
+    x = torch.rand(1, 3, 64, 64)
+    spread = {}
+    for norm in ("group", None):
+        m = build_detector("retinanet", channels=64, head_norm=norm)
+        assert any(isinstance(l, torch.nn.GroupNorm) for l in m.cls_head.modules()) == (norm == "group")
+        with torch.no_grad():
+            p3 = list(m.fpn(collections.OrderedDict(m.body(m.preprocess(x)))).values())[0]
+            logits = m.cls_head.cls_logits(m.cls_head.conv(p3))
+        assert logits.mean().sigmoid().item() == pytest.approx(0.01, abs=5e-3)  # focal prior π = 0.01
+        spread[norm] = logits.std().item() / p3.std().item()
+    assert spread[None] < 1e-3 < spread["group"]
+    with pytest.raises(ValueError, match="head_norm"):
+        build_detector("retinanet", channels=16, head_norm="batch")

@@ -3,8 +3,9 @@ run a detector over the val images, write official-format prediction files, and 
 official AP (:func:`facelab.metrics.widerface.evaluate`) and P/R at δ
 (:func:`facelab.metrics.detection.wider_detection_metrics`).
 
-Command line: ``python -m facelab.experiments.detector_eval --checkpoint runs/sln/model.pt
---data-root /data/WIDER --gt-dir /data/WIDER/wider_face_split --out runs/sln/val``.
+Command line: ``facelab eval-detector --checkpoint runs/sln/model.pt --data-root /data/WIDER
+--gt-dir /data/WIDER/eval_tools/ground_truth --out runs/sln/val`` (also ``python -m
+facelab.experiments.detector_eval ...``); tested end to end in tests/test_detection_eval.py.
 """
 
 from __future__ import annotations

@@ -157,6 +157,35 @@ def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") ->
     return model.eval().to(device)
 
 
+def _resume_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
+    """The checkpoint to resume from (None when ``path`` does not exist).
+
+    Raises ValueError naming ``path`` when it is not a training checkpoint or was written for another
+    model (arch, backbone or model_kwargs differ from ``cfg``).
+    """
+    if not path.is_file():
+        return None
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path
+        raise ValueError(f"{path}: cannot read the checkpoint to resume from ({type(e).__name__}: {e}); "
+                         "delete it or use another --out") from e
+    need = ("model", "optimizer", "scaler", "epoch", "global_step", "history", "model_config")
+    if not isinstance(ck, dict) or any(k not in ck for k in need):
+        have = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
+        raise ValueError(f"{path}: not a train-detector checkpoint (needs {', '.join(need)}; has {have}); "
+                         "delete it or use another --out")
+    have, want = ck["model_config"], _model_config(cfg)
+    if have != want:
+        diff = "; ".join(f"{k}: checkpoint {have.get(k)!r} != requested {want[k]!r}"
+                         for k in want if have.get(k) != want[k])
+        raise ValueError(f"{path}: cannot resume, checkpoint is for arch={have.get('arch')!r} "
+                         f"backbone={have.get('backbone')!r} model_kwargs={have.get('model_kwargs')!r}, "
+                         f"not for the requested model ({diff}); use another --out or the checkpoint's "
+                         f"--arch/--backbone")
+    return ck
+
+
 def _dist_setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world > 1 and not dist.is_initialized():
@@ -185,6 +214,8 @@ def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
     out = Path(cfg.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
+    # a checkpoint of another model fails here, before the data is read or the model built
+    resume = _resume_checkpoint(out / "last.pt", cfg)
     base = dataset if dataset is not None else open_wider(cfg.data_root, cfg.split)
     data = AugmentedDetectionSet(base, cfg.crop, cfg.flip, cfg.jitter, cfg.seed)
     if len(data) < cfg.batch_size * world:
@@ -199,11 +230,8 @@ def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
 
     start_epoch, global_step, history = 0, 0, []
     ckpt_path = out / "last.pt"
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        if ck.get("model_config") != _model_config(cfg):
-            raise ValueError(f"{ckpt_path}: checkpoint is for {ck.get('model_config')}, not {_model_config(cfg)}; "
-                             "use another --out")
+    if resume is not None:
+        ck = resume
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         scaler.load_state_dict(ck["scaler"])
