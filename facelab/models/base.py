@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.ops import batched_nms, nms
 
-__all__ = ["DenseOutput", "Detections", "FaceDetector", "check_images", "check_image", "ImageList"]
+__all__ = ["DenseOutput", "Detections", "FaceDetector", "check_images", "check_image", "as_batches", "ImageList"]
 
 ImageList = Tensor | Sequence[Tensor]
 
@@ -89,6 +89,15 @@ def check_images(images: Tensor, name: str = "images") -> Tensor:
     return images
 
 
+def as_batches(images: ImageList) -> list[Tensor]:
+    """Validated batches for ``detect``: one [B,3,H,W] batch, or one [1,3,H,W] batch per list item."""
+    if isinstance(images, Tensor) and images.dim() == 4:
+        return [check_images(images)]
+    if isinstance(images, Tensor):
+        return [check_image(images)[None]]
+    return [check_image(im, f"images[{i}]")[None] for i, im in enumerate(images)]
+
+
 class FaceDetector(nn.Module):
     """Base class of every face detector (ported or trained). Subclasses implement :meth:`dense`."""
 
@@ -119,14 +128,8 @@ class FaceDetector(nn.Module):
         ``images``: a tensor [B,3,H,W] or a list of [3,H,W] tensors of different sizes.
         """
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        if isinstance(images, Tensor) and images.dim() == 4:
-            batches = [check_images(images)]
-        elif isinstance(images, Tensor):
-            batches = [check_image(images)[None]]
-        else:
-            batches = [check_image(im, f"images[{i}]")[None] for i, im in enumerate(images)]
         results = []
-        for batch in batches:
+        for batch in as_batches(images):
             out = self.dense(batch)
             for b in range(batch.shape[0]):
                 results.append(self.postprocess(out.boxes[b], out.scores[b], thr))

@@ -29,7 +29,7 @@ from torch import Tensor, nn
 from torchvision.ops import batched_nms, roi_align
 
 from facelab import assets
-from facelab.models.base import DenseOutput, Detections, FaceDetector, ImageList, check_image, check_images
+from facelab.models.base import DenseOutput, Detections, FaceDetector, ImageList, as_batches, check_images
 
 __all__ = [
     "PNet",
@@ -501,14 +501,8 @@ class MTCNN(FaceDetector):
         facenet-pytorch's list-of-images path) or a list of [3,H,W] tensors of any sizes.
         """
         thr = self.thresholds[2] if score_threshold is None else float(score_threshold)
-        if isinstance(images, Tensor) and images.dim() == 4:
-            batches = [check_images(images)]
-        elif isinstance(images, Tensor):
-            batches = [check_image(images)[None]]
-        else:
-            batches = [check_image(im, f"images[{i}]")[None] for i, im in enumerate(images)]
         results = []
-        for batch in batches:
+        for batch in as_batches(images):
             for boxes, scores, points in self._cascade(batch, thr):
                 order = torch.argsort(scores, descending=True, stable=True)
                 results.append((Detections(boxes[order], scores[order]), points[order]))
