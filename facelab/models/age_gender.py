@@ -57,7 +57,7 @@ class AgeGenderNet(nn.Module):
             for fc, name in ((self.fc_age, "fc/age"), (self.fc_gender, "fc/gender")):
                 fc.weight.copy_(w[f"{name}/weights"].t())
                 fc.bias.copy_(w[f"{name}/bias"])
-        return self
+        return self.to(memory_format=torch.channels_last)  # channels-last convolutions are faster on CPU
 
 
 def age_gender() -> AgeGenderNet:

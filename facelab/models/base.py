@@ -83,7 +83,7 @@ def check_images(images: Tensor, name: str = "images") -> Tensor:
     if not images.is_floating_point():
         raise TypeError(f"{name}: expected a float tensor in [0,1], got {images.dtype} (divide uint8 images by 255)")
     with torch.no_grad():
-        lo, hi = float(images.min()), float(images.max())
+        lo, hi = (float(v) for v in torch.aminmax(images))
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{name}: values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]")
     return images

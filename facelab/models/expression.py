@@ -52,7 +52,7 @@ class FaceExpressionNet(nn.Module):
         with torch.no_grad():
             self.fc.weight.copy_(w["fc/weights"].t())
             self.fc.bias.copy_(w["fc/bias"])
-        return self
+        return self.to(memory_format=torch.channels_last)  # channels-last convolutions are faster on CPU
 
 
 def expression() -> FaceExpressionNet:

@@ -6,18 +6,19 @@
   112x112 input -> [B,512,7,7].
 
 Weights come as tfjs HWIO tensors keyed by their tfjs names (``load_faceapi_weights``) and are copied in
-with :func:`load_conv` / :meth:`SeparableConv.load`.
+with :func:`load_conv` / :meth:`SeparableConv.load`. For CPU speed the nets run channels-last: TF 'same'
+padding is done by the convolution where it is symmetric (:func:`conv2d_same`), pointwise convolutions are
+one matrix product (:func:`conv1x1`), activations of fresh tensors are in place.
 """
 
 from __future__ import annotations
 
-import math
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelab.models.tf_ops import pad_same
+from facelab.models.tf_ops import conv1x1, conv2d_same, max_pool_same
 
 __all__ = ["load_conv", "TFConv", "SeparableConv", "DenseBlock4", "FaceFeatureExtractor", "TinyXception"]
 
@@ -43,7 +44,9 @@ class TFConv(nn.Module):
         self.conv = nn.Conv2d(cin, cout, k, stride)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.conv(pad_same(x, self.k, self.stride))
+        if self.k == 1:
+            return conv1x1(x, self.conv.weight, self.conv.bias, self.stride)
+        return conv2d_same(x, self.conv.weight, self.conv.bias, self.stride)
 
     def load(self, w: dict[str, Tensor], prefix: str) -> None:
         load_conv(self.conv, w, prefix)
@@ -62,7 +65,9 @@ class SeparableConv(nn.Module):
         self.pointwise = nn.Conv2d(cin, cout, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.pointwise(self.depthwise(pad_same(x, 3, self.stride)))
+        dw = self.depthwise.weight
+        return conv1x1(conv2d_same(x, dw, None, self.stride, groups=dw.shape[0]), self.pointwise.weight,
+                       self.pointwise.bias)
 
     def load(self, w: dict[str, Tensor], prefix: str) -> None:
         load_conv(self.depthwise, w, prefix, depthwise=True)
@@ -84,11 +89,11 @@ class DenseBlock4(nn.Module):
         self.conv3 = SeparableConv(cout, cout)
 
     def forward(self, x: Tensor) -> Tensor:
-        out1 = F.relu(self.conv0(x))
+        out1 = F.relu(self.conv0(x), inplace=True)
         out2 = self.conv1(out1)
-        out3 = self.conv2(F.relu(out1 + out2))
-        out4 = self.conv3(F.relu(out1 + (out2 + out3)))
-        return F.relu(out1 + (out2 + (out3 + out4)))
+        out3 = self.conv2(F.relu(out1 + out2, inplace=True))
+        out4 = self.conv3(F.relu(out1 + (out2 + out3), inplace=True))
+        return F.relu(out1 + (out2 + (out3 + out4)), inplace=True)
 
     def load(self, w: dict[str, Tensor], prefix: str) -> None:
         for name in ("conv0", "conv1", "conv2", "conv3"):
@@ -125,8 +130,8 @@ class _ReductionBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.relu(x) if self.activate_input else x
-        out = self.separable_conv1(F.relu(self.separable_conv0(out)))
-        out = F.max_pool2d(pad_same(out, 3, 2, value=-math.inf), 3, 2)
+        out = self.separable_conv1(F.relu(self.separable_conv0(out), inplace=True))
+        out = max_pool_same(out, 3, 2)
         return out + self.expansion_conv(x)
 
     def load(self, w: dict[str, Tensor], prefix: str) -> None:
@@ -145,8 +150,8 @@ class _MainBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = self.separable_conv0(F.relu(x))
-        out = self.separable_conv1(F.relu(out))
-        out = self.separable_conv2(F.relu(out))
+        out = self.separable_conv1(F.relu(out, inplace=True))
+        out = self.separable_conv2(F.relu(out, inplace=True))
         return out + x
 
     def load(self, w: dict[str, Tensor], prefix: str) -> None:
@@ -167,12 +172,12 @@ class TinyXception(nn.Module):
         self.exit_separable_conv = SeparableConv(256, 512)
 
     def forward(self, x: Tensor) -> Tensor:
-        out = F.relu(self.conv_in(x))
+        out = F.relu(self.conv_in(x), inplace=True)
         out = self.reduction_block_1(self.reduction_block_0(out))
         for block in self.middle_flow:
             out = block(out)
         out = self.exit_reduction_block(out)
-        return F.relu(self.exit_separable_conv(out))
+        return F.relu(self.exit_separable_conv(out), inplace=True)
 
     def load(self, w: dict[str, Tensor]) -> None:
         self.conv_in.load(w, "entry_flow/conv_in")

@@ -29,6 +29,7 @@ __all__ = [
     "clip_box",
     "crop_face",
     "pad_to_square",
+    "centred_padding",
     "to_net_input",
     "normalize",
 ]
@@ -73,6 +74,16 @@ def crop_face(
     return image[:, y : y + h, x : x + w], (x, y, w, h)
 
 
+def centred_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) of :func:`pad_to_square` for a ``height x width`` crop."""
+    diff = abs(height - width)
+    after = _js_round(diff * 0.5)
+    before = diff - after
+    if height == width:
+        return (0, 0, 0, 0)
+    return (before, after, 0, 0) if height > width else (0, 0, before, after)
+
+
 def pad_to_square(x: Tensor) -> Tensor:
     """Zero-pad [B,C,H,W] to a square, centred on the minor axis like face-api's ``padToSquare(t, true)``.
 
@@ -82,11 +93,7 @@ def pad_to_square(x: Tensor) -> Tensor:
     h, w = x.shape[-2:]
     if h == w:
         return x
-    diff = abs(h - w)
-    after = _js_round(diff * 0.5)
-    before = diff - after
-    pad = (before, after, 0, 0) if h > w else (0, 0, before, after)
-    return F.pad(x, pad)
+    return F.pad(x, centred_padding(h, w))
 
 
 def normalize(pixels: Tensor) -> Tensor:
@@ -113,5 +120,9 @@ def to_net_input(images: Tensor | Sequence[Tensor], size: int) -> tuple[Tensor, 
             raise ValueError("images: empty list of face crops")
         crops = [check_image(im, f"images[{i}]")[None] for i, im in enumerate(images)]
         dims = [(c.shape[2], c.shape[3]) for c in crops]
-    batch = [tf_resize_bilinear(pad_to_square(c * 255), (size, size)) for c in crops]
-    return normalize(torch.cat(batch, 0)), dims
+    # pad + resize in one step (the padding is folded into the interpolation weights), on [0,1] values:
+    # (255 r - mean) / 255 = r - mean / 255; channels-last for the nets' convolutions
+    batch = [tf_resize_bilinear(c, (size, size), pad=centred_padding(c.shape[2], c.shape[3])) for c in crops]
+    x = batch[0] if len(batch) == 1 else torch.cat(batch, 0)
+    mean = torch.tensor(MEAN_RGB, dtype=torch.float64).div(255).to(dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
+    return (x - mean).contiguous(memory_format=torch.channels_last), dims

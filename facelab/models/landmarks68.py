@@ -77,7 +77,7 @@ class FaceLandmark68Net(nn.Module):
         with torch.no_grad():
             self.fc.weight.copy_(w["fc/weights"].t())
             self.fc.bias.copy_(w["fc/bias"])
-        return self
+        return self.to(memory_format=torch.channels_last)  # channels-last convolutions are faster on CPU
 
 
 def landmarks68() -> FaceLandmark68Net:

@@ -7,6 +7,11 @@ six box predictors (3 anchors on the 32x32 map of conv 11, 6 on each of 16, 8, 4
 against the 5118 stored priors ``Output/extra_dim`` (y,x order, variances 10/10/5/5); score =
 sigmoid(class logit 1); face-api's own greedy NMS (IoU > 0.5 suppresses, score > threshold, at most
 100), boxes clipped to the padded square and mapped back to input pixels.
+
+Speed (CPU): the depthwise BatchNorm is folded into the filters at load time, the pad + resize is one
+banded interpolation-matrix product (:func:`facelab.models.tf_ops.tf_resize_bilinear` with ``pad``), the
+net runs channels-last with 1x1 convolutions as matrix products and in-place ReLU6, and a CPU batch
+runs image by image (cache locality); results equal the plain formulation up to float32 rounding.
 """
 
 from __future__ import annotations
@@ -15,9 +20,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from facelab.models.base import DenseOutput, Detections, FaceDetector, ImageList, check_image, check_images
+from facelab.models.base import DenseOutput, Detections, FaceDetector, ImageList, as_batches, check_images
 from facelab.models.faceapi_weights import load_faceapi_weights
-from facelab.models.tf_ops import (conv2d_same, pad_to_square, reshaped_dims, tf_resize_bilinear,
+from facelab.models.tf_ops import (conv1x1, conv2d_same, reshaped_dims, square_padding, tf_resize_bilinear,
                                    tfjs_conv_weight, tfjs_depthwise_weight)
 
 __all__ = ["SsdMobilenetV1", "ssd_mobilenetv1", "faceapi_ssd_nms"]
@@ -38,26 +43,34 @@ class _PointwiseConv(nn.Module):
         self.bias = nn.Parameter(w[f"{prefix}/convolution_bn_offset"].clone())
 
     def forward(self, x: Tensor) -> Tensor:
-        return torch.clamp(conv2d_same(x, self.weight, self.bias, self.stride), 0, 6)
+        if self.weight.shape[-1] == 1:
+            x = conv1x1(x, self.weight, self.bias, self.stride)
+        else:
+            x = conv2d_same(x, self.weight, self.bias, self.stride)
+        return F.relu6(x, inplace=True)
 
 
 class _DepthwiseConv(nn.Module):
-    """depthwise conv (TF 'same') + BatchNorm + ReLU6 (``depthwiseConvLayer``)."""
+    """depthwise conv (TF 'same') + BatchNorm + ReLU6 (``depthwiseConvLayer``).
+
+    The inference BatchNorm ``(y - mean) * gamma / sqrt(var + eps) + beta`` is folded into the filter
+    and a bias once at load time (float64 arithmetic, then float32).
+    """
 
     def __init__(self, w: dict[str, Tensor], prefix: str, stride: int) -> None:
         super().__init__()
         self.stride = stride
-        self.weight = nn.Parameter(tfjs_depthwise_weight(w[f"{prefix}/depthwise_weights"]))
         gamma = w[f"{prefix}/BatchNorm/gamma"].double()
         var = w[f"{prefix}/BatchNorm/moving_variance"].double()
-        self.register_buffer("bn_mean", w[f"{prefix}/BatchNorm/moving_mean"].clone())
-        self.register_buffer("bn_mul", (gamma / torch.sqrt(var + BN_EPS)).float())
-        self.register_buffer("bn_offset", w[f"{prefix}/BatchNorm/beta"].clone())
+        mul = gamma / torch.sqrt(var + BN_EPS)
+        filt = tfjs_depthwise_weight(w[f"{prefix}/depthwise_weights"]).double()
+        bias = w[f"{prefix}/BatchNorm/beta"].double() - w[f"{prefix}/BatchNorm/moving_mean"].double() * mul
+        self.weight = nn.Parameter((filt * mul.view(-1, 1, 1, 1)).float())
+        self.bias = nn.Parameter(bias.float())
 
     def forward(self, x: Tensor) -> Tensor:
-        x = conv2d_same(x, self.weight, None, self.stride, groups=self.weight.shape[0])
-        x = (x - self.bn_mean[:, None, None]) * self.bn_mul[:, None, None] + self.bn_offset[:, None, None]
-        return torch.clamp(x, 0, 6)
+        x = conv2d_same(x, self.weight, self.bias, self.stride, groups=self.weight.shape[0])
+        return F.relu6(x, inplace=True)
 
 
 class _BoxPredictor(nn.Module):
@@ -73,8 +86,8 @@ class _BoxPredictor(nn.Module):
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
         b = x.shape[0]
-        box = F.conv2d(x, self.box_w, self.box_b).permute(0, 2, 3, 1).reshape(b, -1, 4)
-        cls = F.conv2d(x, self.cls_w, self.cls_b).permute(0, 2, 3, 1).reshape(b, -1, 3)
+        box = conv1x1(x, self.box_w, self.box_b).permute(0, 2, 3, 1).reshape(b, -1, 4)
+        cls = conv1x1(x, self.cls_w, self.cls_b).permute(0, 2, 3, 1).reshape(b, -1, 3)
         return box, cls
 
 
@@ -105,12 +118,23 @@ class SsdMobilenetV1(FaceDetector):
     # -- network ---------------------------------------------------------------------------------
     def preprocess(self, images: Tensor) -> Tensor:
         """[B,3,H,W] in [0,1] -> network input [B,3,512,512] in [-1,1] (pad bottom/right with 0, TF resize)."""
-        x = pad_to_square(images * 255.0, 0.0)
-        x = tf_resize_bilinear(x, (INPUT_SIZE, INPUT_SIZE))
-        return x / 127.5 - 1.0
+        h, w = images.shape[-2:]
+        x = tf_resize_bilinear(images, (INPUT_SIZE, INPUT_SIZE), pad=square_padding(h, w))
+        x = x * (255.0 / 127.5) - 1.0  # (255 x) / 127.5 - 1
+        return x.contiguous(memory_format=torch.channels_last)  # the net runs channels-last (faster on CPU)
 
     def raw(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Network on a preprocessed batch: box encodings [B,5118,4] and class logits [B,5118,3]."""
+        """Network on a preprocessed batch: box encodings [B,5118,4] and class logits [B,5118,3].
+
+        On CPU a batch runs image by image: the activations of one image stay in cache, which is faster
+        per image than one big batch.
+        """
+        if x.device.type == "cpu" and x.shape[0] > 1:
+            boxes, classes = zip(*(self._raw(x[i:i + 1]) for i in range(x.shape[0])))
+            return torch.cat(boxes, 0), torch.cat(classes, 0)
+        return self._raw(x)
+
+    def _raw(self, x: Tensor) -> tuple[Tensor, Tensor]:
         out = self.conv0(x)
         conv11 = out
         for i, pair in enumerate(self.pairs, start=1):
@@ -171,14 +195,8 @@ class SsdMobilenetV1(FaceDetector):
     def detect(self, images: ImageList, score_threshold: float | None = None) -> list[Detections]:
         """Post-NMS detections per image, as ``locateFaces`` (NMS on unclipped boxes, then clipped)."""
         thr = self.score_threshold if score_threshold is None else float(score_threshold)
-        if isinstance(images, Tensor) and images.dim() == 4:
-            batches = [check_images(images)]
-        elif isinstance(images, Tensor):
-            batches = [check_image(images)[None]]
-        else:
-            batches = [check_image(im, f"images[{i}]")[None] for i, im in enumerate(images)]
         results = []
-        for batch in batches:
+        for batch in as_batches(images):
             out, raw_px = self._dense(batch)
             for b in range(batch.shape[0]):
                 results.append(self.postprocess(out.boxes[b], out.scores[b], thr, raw_px[b]))

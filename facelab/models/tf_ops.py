@@ -3,7 +3,9 @@
 * :func:`tf_resize_bilinear` -- ``tf.image.resizeBilinear(x, size, alignCorners=false,
   halfPixelCenters=false)``: the *legacy* TF resize, ``src = dst * in/out`` with no half-pixel
   offset and no antialiasing (``F.interpolate(align_corners=False)`` uses half-pixel centres and
-  differs).
+  differs). Computed as banded interpolation-matrix products ``Ry @ x @ Rx^T`` with tfjs' exact
+  weights; an optional zero ``pad`` (e.g. face-api's pad-to-square) is folded into the weights.
+* :func:`conv1x1` -- a 1x1 convolution as one matrix product over channels-last pixels.
 * :func:`pad_same` / :func:`conv2d_same` / :func:`max_pool_same` -- TF ``padding='same'``: the total
   padding ``max((ceil(n/s)-1)*s + k - n, 0)`` is split with the smaller half *before*; with stride 2
   it is asymmetric (e.g. 0 top/left, 1 bottom/right), which torch's symmetric ``padding=`` cannot express.
@@ -13,6 +15,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -24,8 +27,10 @@ __all__ = [
     "same_padding",
     "pad_same",
     "conv2d_same",
+    "conv1x1",
     "max_pool_same",
     "pad_to_square",
+    "square_padding",
     "tfjs_conv_weight",
     "tfjs_depthwise_weight",
     "js_round",
@@ -63,11 +68,71 @@ def _legacy_coords(n_in: int, n_out: int, align_corners: bool, device: torch.dev
     return lo.long().to(device), hi.long().to(device), frac.to(device)
 
 
-def tf_resize_bilinear(x: Tensor, size: tuple[int, int] | int, align_corners: bool = False) -> Tensor:
+#: output rows per band of the banded interpolation matmuls (see :func:`tf_resize_bilinear`)
+_BAND = 64
+
+
+@functools.lru_cache(maxsize=256)
+def _interp_bands(n_in: int, n_out: int, align_corners: bool, before: int, after: int,
+                  dtype: torch.dtype, device: torch.device) -> tuple[tuple[int, int, int, int, Tensor], ...]:
+    """Legacy-TF interpolation matrix of one axis, cut into bands ``(o0, o1, i0, i1, R[o0:o1, i0:i1])``.
+
+    ``R`` [n_out, n_in] maps the axis *after* zero padding ``before``/``after`` (as ``F.pad``) to the
+    output, restricted to the ``n_in`` real entries (padded entries are 0 and drop out). Row ``o`` holds
+    ``1 - frac`` at ``lo`` and ``frac`` at ``hi`` (summed when ``lo == hi``), the weights of
+    tfjs ``resizeBilinear``. Each band keeps only the input range its rows touch.
+    """
+    n_pad = n_in + before + after
+    lo, hi, frac = _legacy_coords(n_pad, n_out, align_corners, torch.device("cpu"))
+    with torch.inference_mode(False), torch.no_grad():  # cached constants must be usable under autograd
+        r = torch.zeros(n_out, n_pad, dtype=torch.float64)
+        rows = torch.arange(n_out)
+        r.index_put_((rows, lo), 1 - frac, accumulate=True)
+        r.index_put_((rows, hi), frac, accumulate=True)
+        r = r[:, before:before + n_in]
+        bands = []
+        for o0 in range(0, n_out, _BAND):
+            o1 = min(o0 + _BAND, n_out)
+            nz = torch.nonzero(r[o0:o1].abs().sum(0)).flatten()
+            if nz.numel() == 0:  # rows that only see padding
+                bands.append((o0, o1, 0, 0, r.new_zeros(0)))
+                continue
+            i0, i1 = int(nz[0]), int(nz[-1]) + 1
+            bands.append((o0, o1, i0, i1, r[o0:o1, i0:i1].to(dtype=dtype, device=device).contiguous()))
+    return tuple(bands)
+
+
+def _resize_last(x: Tensor, bands: tuple, n_out: int) -> Tensor:
+    """Apply one axis' banded interpolation matrix to the last dim of ``x`` (``x @ R.T``)."""
+    parts = []
+    for o0, o1, i0, i1, m in bands:
+        if i1 == i0:
+            parts.append(x.new_zeros(*x.shape[:-1], o1 - o0))
+        else:
+            parts.append(torch.matmul(x[..., i0:i1], m.t()))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -1)
+
+
+def _resize_rows(x: Tensor, bands: tuple, n_out: int) -> Tensor:
+    """Apply one axis' banded interpolation matrix to dim -2 of ``x`` (``R @ x``)."""
+    parts = []
+    for o0, o1, i0, i1, m in bands:
+        if i1 == i0:
+            parts.append(x.new_zeros(*x.shape[:-2], o1 - o0, x.shape[-1]))
+        else:
+            parts.append(torch.matmul(m, x[..., i0:i1, :]))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, -2)
+
+
+def tf_resize_bilinear(x: Tensor, size: tuple[int, int] | int, align_corners: bool = False,
+                       pad: tuple[int, int, int, int] | None = None) -> Tensor:
     """``tf.image.resizeBilinear`` (legacy, ``halfPixelCenters=false``) of ``x`` [B,C,H,W] to ``size`` (h, w).
 
-    Differentiable w.r.t. ``x`` (gathers + lerps); interpolation order as in tfjs: first along x
-    (``top = tl + (tr - tl) * fx``), then along y (``top + (bottom - top) * fy``).
+    ``pad`` = (left, right, top, bottom) zero padding applied before resizing, as ``F.pad`` (folded into
+    the interpolation weights, so the padded image is never built). Computed as two interpolation-matrix
+    products ``Ry @ x @ Rx^T`` holding exactly tfjs' weights (``1 - frac`` and ``frac`` at ``lo``/``hi``),
+    banded so that each block of output rows only multiplies the input rows it uses; differentiable
+    w.r.t. ``x``. Equals tfjs' lerps up to float32 rounding.
     """
     if isinstance(size, int):
         size = (size, size)
@@ -76,20 +141,25 @@ def tf_resize_bilinear(x: Tensor, size: tuple[int, int] | int, align_corners: bo
     out_h, out_w = int(size[0]), int(size[1])
     if out_h <= 0 or out_w <= 0:
         raise ValueError(f"tf_resize_bilinear: size must be positive, got {size}")
+    left, right, top, bottom = (0, 0, 0, 0) if pad is None else (int(p) for p in pad)
+    if min(left, right, top, bottom) < 0:
+        raise ValueError(f"tf_resize_bilinear: pad must be non-negative, got {pad}")
     in_h, in_w = x.shape[-2:]
-    if (in_h, in_w) == (out_h, out_w):
-        return x
-    y0, y1, fy = _legacy_coords(in_h, out_h, align_corners, x.device)
-    x0, x1, fx = _legacy_coords(in_w, out_w, align_corners, x.device)
-    fy = fy.to(x.dtype).view(1, 1, -1, 1)
-    fx = fx.to(x.dtype).view(1, 1, 1, -1)
-    top_rows = x.index_select(2, y0)
-    bot_rows = x.index_select(2, y1)
-    tl, tr = top_rows.index_select(3, x0), top_rows.index_select(3, x1)
-    bl, br = bot_rows.index_select(3, x0), bot_rows.index_select(3, x1)
-    top = tl + (tr - tl) * fx
-    bottom = bl + (br - bl) * fx
-    return top + (bottom - top) * fy
+    if not x.is_floating_point():
+        raise TypeError(f"tf_resize_bilinear: expected a float tensor, got {x.dtype}")
+    resize_h = (in_h + top + bottom, top, bottom) != (out_h, 0, 0)
+    resize_w = (in_w + left + right, left, right) != (out_w, 0, 0)
+    if resize_h and resize_w:  # apply the axis that shrinks the work most first
+        first_h = out_h * in_w * (in_h + out_w) <= in_h * out_w * (in_w + out_h)
+    else:
+        first_h = resize_h
+    order = ("h", "w") if first_h else ("w", "h")
+    for axis in order:
+        if axis == "h" and resize_h:
+            x = _resize_rows(x, _interp_bands(in_h, out_h, align_corners, top, bottom, x.dtype, x.device), out_h)
+        elif axis == "w" and resize_w:
+            x = _resize_last(x, _interp_bands(in_w, out_w, align_corners, left, right, x.dtype, x.device), out_w)
+    return x
 
 
 def same_padding(n: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -113,15 +183,68 @@ def pad_same(x: Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, 
 
 
 def conv2d_same(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, groups: int = 1) -> Tensor:
-    """``tf.conv2d`` / ``tf.depthwiseConv2d`` with ``padding='same'`` (torch weight layout)."""
-    x = pad_same(x, tuple(weight.shape[-2:]), stride)
-    return F.conv2d(x, weight, bias, stride=stride, groups=groups)
+    """``tf.conv2d`` / ``tf.depthwiseConv2d`` with ``padding='same'`` (torch weight layout).
+
+    The symmetric part of the padding is done by the convolution itself. TF's asymmetric case (stride 2:
+    one more row/column after than before) is, for depthwise convolutions, a kernel with one extra
+    leading zero row/column and symmetric padding ``after`` -- the same windows and products, no padded
+    copy of the input; other convolutions pad the extra row/column explicitly.
+    """
+    kh, kw = weight.shape[-2:]
+    top, bottom = same_padding(x.shape[-2], kh, stride)
+    left, right = same_padding(x.shape[-1], kw, stride)
+    if (groups > 1 and groups == x.shape[1] and 0 <= bottom - top <= 1 and 0 <= right - left <= 1
+            and (bottom, right) != (top, left)):
+        weight = F.pad(weight, (right - left, 0, bottom - top, 0))
+        return F.conv2d(x, weight, bias, stride=stride, padding=(bottom, right), groups=groups)
+    ph, pw = min(top, bottom), min(left, right)
+    if (top, bottom, left, right) != (ph, ph, pw, pw):
+        x = F.pad(x, (left - pw, right - pw, top - ph, bottom - ph))
+    return F.conv2d(x, weight, bias, stride=stride, padding=(ph, pw), groups=groups)
+
+
+def conv1x1(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1) -> Tensor:
+    """1x1 convolution (``weight`` [out,in,1,1]) as one matrix product over the channels-last pixels.
+
+    Returns a channels_last tensor [B,out,H',W'] (its memory is the [B*H'*W', out] product), so on a
+    channels_last input no layout copies happen; torch's own CPU path for batch-1 1x1 convolutions
+    is several times slower in that layout. TF 'same' with a 1x1 kernel needs no padding; stride
+    ``s`` samples rows/columns 0, s, 2s, ...
+    """
+    if stride != 1:
+        x = x[:, :, ::stride, ::stride]
+    b, c, h, w = x.shape
+    rows = x.permute(0, 2, 3, 1).reshape(b * h * w, c)  # a view when x is channels_last
+    w2 = weight.reshape(weight.shape[0], c).t()
+    out = torch.mm(rows, w2) if bias is None else torch.addmm(bias, rows, w2)
+    return out.view(b, h, w, -1).permute(0, 3, 1, 2)
+
+
+def _torch_pool_out(n: int, kernel: int, stride: int, pad: int) -> int:
+    """Output length of ``F.max_pool2d(..., padding=pad, ceil_mode=True)`` along an axis of length ``n``."""
+    out = -(-(n + 2 * pad - kernel) // stride) + 1
+    if (out - 1) * stride >= n + pad:  # the last window must start inside the input or the left padding
+        out -= 1
+    return out
 
 
 def max_pool_same(x: Tensor, kernel: int, stride: int) -> Tensor:
-    """``tf.maxPool(x, k, s, 'same')``: padded cells never win (padding with -inf)."""
+    """``tf.maxPool(x, k, s, 'same')``: padded cells never win (padding with -inf).
+
+    When torch's implicit -inf padding (``padding`` = TF's leading pad, ``ceil_mode`` for the trailing
+    one) gives the same windows, no padded copy is built; otherwise the input is padded explicitly.
+    """
+    (top, bottom), (left, right) = (same_padding(n, kernel, stride) for n in x.shape[-2:])
+    if top <= kernel // 2 and left <= kernel // 2 and all(
+            _torch_pool_out(n, kernel, stride, p) == -(-n // stride) for n, p in zip(x.shape[-2:], (top, left))):
+        return F.max_pool2d(x, kernel, stride, padding=(top, left), ceil_mode=True)
     x = pad_same(x, kernel, stride, value=float("-inf"))
     return F.max_pool2d(x, kernel, stride)
+
+
+def square_padding(height: int, width: int) -> tuple[int, int, int, int]:
+    """``F.pad`` amounts (left, right, top, bottom) of :func:`pad_to_square` for an image ``height x width``."""
+    return (0, max(height - width, 0), 0, max(width - height, 0))
 
 
 def pad_to_square(x: Tensor, value: float = 0.0) -> Tensor:

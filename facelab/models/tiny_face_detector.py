@@ -19,7 +19,7 @@ from torch import Tensor, nn
 
 from facelab.models.base import DenseOutput, Detections, FaceDetector, check_images
 from facelab.models.faceapi_weights import load_faceapi_weights
-from facelab.models.tf_ops import (max_pool_same, pad_to_square, reshaped_dims, tf_resize_bilinear,
+from facelab.models.tf_ops import (conv1x1, max_pool_same, reshaped_dims, square_padding, tf_resize_bilinear,
                                    tfjs_conv_weight, tfjs_depthwise_weight)
 
 __all__ = ["TinyFaceDetector", "tiny_face_detector", "faceapi_nms"]
@@ -33,8 +33,8 @@ LEAKY_SLOPE = 0.10000000149011612
 
 
 def _leaky(x: Tensor) -> Tensor:
-    """face-api ``leaky``: relu(x - 0.1x) + 0.1x."""
-    return F.leaky_relu(x, LEAKY_SLOPE)
+    """face-api ``leaky``: relu(x - 0.1x) + 0.1x (in place: ``x`` is always a fresh conv output)."""
+    return F.leaky_relu(x, LEAKY_SLOPE, inplace=True)
 
 
 class _SeparableConv(nn.Module):
@@ -48,7 +48,7 @@ class _SeparableConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = F.conv2d(x, self.depthwise, padding=1, groups=self.depthwise.shape[0])
-        return _leaky(F.conv2d(x, self.pointwise, self.bias))
+        return _leaky(conv1x1(x, self.pointwise, self.bias))
 
 
 class TinyFaceDetector(FaceDetector):
@@ -75,18 +75,28 @@ class TinyFaceDetector(FaceDetector):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """[B,3,H,W] in [0,1] -> network input: pad bottom/right with 0, TF resize, ``(x - mean) / 255``."""
-        x = pad_to_square(images * 255.0, 0.0)
-        x = tf_resize_bilinear(x, (self.input_size, self.input_size))
-        return (x - self.mean_rgb) / 255.0
+        h, w = images.shape[-2:]
+        x = tf_resize_bilinear(images, (self.input_size, self.input_size), pad=square_padding(h, w))
+        x = x - self.mean_rgb / 255.0  # (255 x - mean) / 255
+        return x.contiguous(memory_format=torch.channels_last)  # the net runs channels-last (faster on CPU)
 
     def raw(self, x: Tensor) -> Tensor:
-        """Network on a preprocessed batch: [B, n, n, 5 anchors, 5] (tx, ty, tw, th, score logit)."""
+        """Network on a preprocessed batch: [B, n, n, 5 anchors, 5] (tx, ty, tw, th, score logit).
+
+        On CPU a batch runs image by image: the activations of one image stay in cache, which is faster
+        per image than one big batch.
+        """
+        if x.device.type == "cpu" and x.shape[0] > 1:
+            return torch.cat([self._raw(x[i:i + 1]) for i in range(x.shape[0])], 0)
+        return self._raw(x)
+
+    def _raw(self, x: Tensor) -> Tensor:
         out = _leaky(F.conv2d(x, self.conv0_w, self.conv0_b))
         for conv in self.convs:
             out = max_pool_same(out, 2, 2)
             out = conv(out)
         out = max_pool_same(out, 2, 1)
-        out = F.conv2d(out, self.conv8_w, self.conv8_b)
+        out = conv1x1(out, self.conv8_w, self.conv8_b)
         b, _, n, _ = out.shape
         return out.permute(0, 2, 3, 1).reshape(b, n, n, len(BOX_ANCHORS), 5)
 
