@@ -1,1 +1,18 @@
-"""facelab.attacks."""
+"""facelab.attacks: adversarial attacks on the model zoo.
+
+* :mod:`facelab.attacks.base` -- :class:`Attack` base class, frozen-victim guard;
+* :mod:`facelab.attacks.patch` -- universal-patch geometry, differentiable pasting, inits, EOT;
+* :mod:`facelab.attacks.sample_sets` -- Patch-IoU / -Score / -Score-Focal / -Combination rules, Eq. 1-2;
+* :mod:`facelab.attacks.universal_patch` -- :class:`UniversalPatchAttack` (training loop).
+"""
+
+from facelab.attacks.base import Attack, ModelChangedError, frozen
+from facelab.attacks.patch import EOT, LOCATIONS, init_patch, partial_mask, paste_patch, paste_patch_batch, patch_boxes
+from facelab.attacks.sample_sets import METHODS, adversarial_loss, select_samples
+from facelab.attacks.universal_patch import StepStats, UniversalPatchAttack
+
+__all__ = [
+    "Attack", "ModelChangedError", "frozen", "EOT", "LOCATIONS", "init_patch", "partial_mask", "paste_patch",
+    "paste_patch_batch", "patch_boxes", "METHODS", "adversarial_loss", "select_samples", "StepStats",
+    "UniversalPatchAttack",
+]

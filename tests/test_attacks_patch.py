@@ -1,0 +1,280 @@
+"""Universal adversarial patches (chapter 1): pasting geometry, sample-set rules, frozen victim, training."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from facelab.attacks import (
+    EOT,
+    ModelChangedError,
+    UniversalPatchAttack,
+    adversarial_loss,
+    init_patch,
+    partial_mask,
+    paste_patch,
+    patch_boxes,
+    select_samples,
+)
+from facelab.attacks.sample_sets import focal_peak
+from facelab.models.base import DenseOutput, FaceDetector
+
+
+class TinyDetector(FaceDetector):
+    """A small conv-net detector implementing the shared interface (anchors = boxes, stride 4)."""
+
+    def __init__(self, sizes=(8, 16, 32), seed: int = 0) -> None:
+        super().__init__()
+        torch.manual_seed(seed)
+        self.sizes = sizes
+        self.body = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU(),
+                                  nn.Conv2d(8, 8, 3, stride=2, padding=1), nn.ReLU())
+        self.head = nn.Conv2d(8, len(sizes), 3, padding=1)
+        with torch.no_grad():
+            self.head.bias.fill_(1.0)
+            self.head.weight.mul_(8.0)
+
+    def dense(self, images):
+        x = self.head(self.body(images * 2 - 1))  # [B,S,h,w]
+        B, S, h, w = x.shape
+        ys, xs = torch.meshgrid(torch.arange(h) * 4 + 2.0, torch.arange(w) * 4 + 2.0, indexing="ij")
+        anchors = []
+        for s in self.sizes:
+            anchors.append(torch.stack([xs - s / 2, ys - s / 2, xs + s / 2, ys + s / 2], -1).reshape(-1, 4))
+        anchors = torch.cat(anchors).to(images)[None].expand(B, -1, -1)
+        logits = x.reshape(B, S * h * w)
+        return DenseOutput(anchors, anchors, torch.sigmoid(logits), logits)
+
+
+def tiny_data(n=3, size=48, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    data = []
+    for i in range(n):
+        im = torch.rand(3, size, size, generator=g) * 0.5 + 0.25
+        data.append((im, torch.tensor([[8.0, 6.0, 40.0, 38.0]])))
+    return data
+
+
+# -- geometry -------------------------------------------------------------------------------
+
+def test_patch_boxes_three_locations_hand_computed():
+    gt = torch.tensor([[10.0, 20.0, 110.0, 84.0]])  # w=100, h=64, sqrt(wh)=80, s = 0.5*80 = 40
+    assert torch.allclose(patch_boxes(gt, 0.5, "top"), torch.tensor([[40.0, 20.0, 80.0, 60.0]]))
+    assert torch.allclose(patch_boxes(gt, 0.5, "center"), torch.tensor([[40.0, 32.0, 80.0, 72.0]]))
+    assert torch.allclose(patch_boxes(gt, 0.5, "bottom"), torch.tensor([[40.0, 44.0, 80.0, 84.0]]))
+    # alpha = 0.3 -> s = 24, top: centre (60, 20+12)
+    assert torch.allclose(patch_boxes(gt, 0.3, "top"), torch.tensor([[48.0, 20.0, 72.0, 44.0]]))
+    with pytest.raises(ValueError, match="location"):
+        patch_boxes(gt, 0.5, "left")
+    with pytest.raises(ValueError, match="alpha"):
+        patch_boxes(gt, 1.5)
+
+
+def test_paste_integer_box_exact_and_area():
+    img = torch.zeros(3, 100, 120)
+    patch = torch.ones(3, 128, 128) * torch.tensor([0.2, 0.5, 0.9])[:, None, None]
+    out = paste_patch(img, patch, torch.tensor([[10.0, 20.0, 110.0, 84.0]]), 0.5, "top")  # box [40,20,80,60]
+    assert torch.allclose(out[:, 20:60, 40:80], patch[:, :40, :40], atol=1e-5)
+    inside = torch.zeros(100, 120, dtype=torch.bool)
+    inside[20:60, 40:80] = True
+    assert out[:, ~inside].abs().max() == 0
+    # native size at an integer position reproduces the texture exactly
+    tex = torch.rand(3, 128, 128)
+    out = paste_patch(torch.zeros(3, 200, 200), tex, torch.tensor([[36.0, 10.0, 164.0, 138.0]]), 1.0, "top")
+    assert torch.allclose(out[:, 10:138, 36:164], tex, atol=1e-5)
+
+
+def test_paste_fractional_box_covers_its_area():
+    img = torch.zeros(3, 64, 64)
+    gt = torch.tensor([[10.3, 12.7, 41.9, 40.1]])
+    s = 0.5 * math.sqrt((41.9 - 10.3) * (40.1 - 12.7))
+    out = paste_patch(img, torch.ones(3, 128, 128), gt, 0.5, "center")
+    assert out[0].sum().item() == pytest.approx(s * s, rel=1e-4)
+    assert out.max() <= 1 + 1e-6
+
+
+def test_gradient_reaches_patch_only_through_pasted_pixels():
+    patch = torch.rand(3, 128, 128, requires_grad=True)
+    img = torch.rand(3, 80, 80, requires_grad=True)
+    gt = torch.tensor([[20.0, 10.0, 60.0, 70.0]])
+    out = paste_patch(img, patch, gt, 0.4, "bottom")
+    (out * torch.randn_like(out)).sum().backward()
+    assert patch.grad is not None and patch.grad.abs().sum() > 0
+    x1, y1, x2, y2 = patch_boxes(gt, 0.4, "bottom")[0].tolist()
+    g = img.grad[0]
+    assert g[int(y1) + 1:int(y2) - 1, int(x1) + 1:int(x2) - 1].abs().max() == 0  # fully covered pixels
+    assert g[:int(y1) - 1].abs().min() > 0  # pixels above the patch are untouched -> gradient 1*randn
+
+
+def test_multiple_faces_and_batch_paste():
+    gt = torch.tensor([[0.0, 0.0, 20.0, 20.0], [40.0, 40.0, 80.0, 80.0]])
+    out = paste_patch(torch.zeros(3, 90, 90), torch.ones(3, 128, 128), gt, 0.5, "top")
+    assert out[0].sum().item() == pytest.approx(10 * 10 + 20 * 20, rel=1e-5)
+
+
+def test_partial_mask_and_eot():
+    gt = torch.tensor([[0.0, 0.0, 64.0, 64.0]])
+    half = paste_patch(torch.zeros(3, 64, 64), torch.ones(3, 128, 128), gt, 1.0, "top", mask=partial_mask(128, 0.5))
+    assert half[0, :30].min() > 0.99 and half[0, 34:].max() < 1e-6
+    two_thirds = partial_mask(128, 2 / 3)
+    assert two_thirds.mean().item() == pytest.approx(2 / 3, abs=0.01)
+    patch = torch.rand(3, 128, 128, requires_grad=True)
+    g = torch.Generator().manual_seed(1)
+    a = paste_patch(torch.zeros(3, 64, 64), patch, gt, 0.6, "center", eot=EOT(15, 0.1, 0.1), generator=g)
+    b = paste_patch(torch.zeros(3, 64, 64), patch, gt, 0.6, "center")
+    assert (a - b).abs().max() > 0.05
+    a.sum().backward()
+    assert patch.grad.abs().sum() > 0
+
+
+def test_init_patch_kinds():
+    n = init_patch("noise", 32, seed=3)
+    assert n.shape == (3, 32, 32) and torch.equal(n, init_patch("noise", 32, seed=3))
+    img = torch.zeros(3, 50, 60)
+    img[:, 10:30, 20:40] = 1
+    crop = init_patch("image", 16, image=img, box=[20, 10, 40, 30])
+    assert torch.allclose(crop, torch.ones(3, 16, 16))
+    assert init_patch(img, 16).shape == (3, 16, 16)
+    with pytest.raises(ValueError, match="kind"):
+        init_patch("banana")
+
+
+# -- sample-set rules ----------------------------------------------------------------------
+
+def _case():
+    anchors = torch.tensor([[0.0, 0.0, 10.0, 10.0],   # = GT
+                            [1.0, 0.0, 11.0, 10.0],   # IoU 0.82 with GT
+                            [5.0, 0.0, 15.0, 10.0],   # IoU 0.33 with GT
+                            [2.0, 0.0, 7.0, 5.0],     # = patch, IoU 0.25 with GT
+                            [50.0, 50.0, 60.0, 60.0]])  # far away background
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    pb = torch.tensor([[2.0, 0.0, 7.0, 5.0]])
+    scores = torch.tensor([0.9, 0.3, 0.7, 0.95, 0.8])
+    return anchors, gt, pb, scores
+
+
+def test_sample_set_rules_hand_made():
+    anchors, gt, pb, scores = _case()
+    kw = dict(score_threshold=0.5, iou_threshold=0.6, lambda1=0.3, lambda2=0.3)
+    assert select_samples("patch_iou", anchors, gt, pb, scores, **kw).tolist() == [True, True, False, False, False]
+    assert select_samples("patch_score", anchors, gt, pb, scores, **kw).tolist() == [True, False, True, True, True]
+    assert select_samples("patch_score_focal", anchors, gt, pb, scores, **kw).tolist() == [True, False, True, True, True]
+    assert select_samples("patch_combination", anchors, gt, pb, scores, **kw).tolist() == [True, False, True, True, False]
+    with pytest.raises(ValueError, match="method"):
+        select_samples("patch_magic", anchors, gt, pb, scores)
+    # a face whose anchors all have IoU <= 0.6 still gets its best anchor (detector matching rule)
+    far = anchors[2:]
+    assert select_samples("patch_iou", far, gt, pb, scores[2:], **kw).tolist() == [True, False, False]
+    assert not select_samples("patch_iou", far, gt, pb, scores[2:], include_best=False, **kw).any()
+
+
+def test_losses_eq1_eq2():
+    scores = torch.tensor([0.9, 0.55, 0.2], requires_grad=True)
+    mask = torch.tensor([True, True, False])
+    s, n = adversarial_loss("patch_iou", scores, mask)
+    assert int(n) == 2 and s.item() == pytest.approx(math.log(0.9) + math.log(0.55), rel=1e-6)
+    s, n = adversarial_loss("patch_score_focal", scores, mask, gamma=2)
+    assert s.item() == pytest.approx(0.81 * math.log(0.9) + 0.3025 * math.log(0.55), rel=1e-5)
+    s.backward()
+    assert (scores.grad[:2] > 0).all()  # minimising pushes both selected scores down
+    assert scores.grad[2] == 0
+    scores.grad = None
+    s, _ = adversarial_loss("patch_score_focal", scores, mask, gamma=2, literal_focal=True)
+    s.backward()
+    assert scores.grad[1] < 0 < scores.grad[0]  # literal Eq. 2 would raise S=0.55 < e^-1/2
+    assert focal_peak(2) == pytest.approx(math.exp(-0.5))
+    logits = torch.logit(torch.tensor([0.9, 0.55, 0.2]))
+    s2, _ = adversarial_loss("patch_iou", torch.sigmoid(logits), mask, logits=logits)
+    assert s2.item() == pytest.approx(math.log(0.9) + math.log(0.55), rel=1e-5)
+
+
+# -- training -------------------------------------------------------------------------------
+
+def test_few_steps_lower_targeted_scores_and_model_unchanged():
+    torch.manual_seed(0)
+    det = TinyDetector()
+    det.train()  # BatchNorm in train mode would update running stats: the attack must prevent it
+    before = {k: v.clone() for k, v in det.state_dict().items()}
+    data = tiny_data()
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.6, location="center", lr=0.1, seed=0)
+    s0 = atk.evaluate(data)
+    assert s0.n > 0
+    snaps = atk.fit(data, epochs=6, batch_size=2, snapshots=(0, 6))
+    s1 = atk.evaluate(data)
+    assert s1.mean_score < s0.mean_score - 0.1, (s0, s1)
+    assert s1.loss < s0.loss
+    for k, v in det.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert det.training and all(p.requires_grad for p in det.parameters())  # flags restored
+    assert set(snaps) == {0, 6} and not torch.equal(snaps[0], snaps[6])
+    assert atk.patch.min() >= 0 and atk.patch.max() <= 1
+
+
+@pytest.mark.parametrize("method", ["patch_score", "patch_score_focal", "patch_combination"])
+def test_score_methods_run_and_lower_loss(method):
+    det = TinyDetector(seed=1)
+    data = tiny_data(2)
+    atk = UniversalPatchAttack(det, method, alpha=0.6, location="center", score_threshold=0.5, lr=0.05)
+    s0 = atk.evaluate(data)
+    atk.fit(data, epochs=4, batch_size=2)
+    s1 = atk.evaluate(data)
+    assert s1.n <= s0.n or s1.mean_score < s0.mean_score
+
+
+class SneakyDetector(TinyDetector):
+    def dense(self, images):
+        with torch.no_grad():
+            self.head.bias.add_(1e-3)
+        return super().dense(images)
+
+
+def test_frozen_detector_assertion():
+    atk = UniversalPatchAttack(SneakyDetector(), "patch_iou", alpha=0.6, location="center")
+    with pytest.raises(ModelChangedError, match="head.bias"):
+        atk.fit(tiny_data(1), epochs=1)
+
+
+def test_mixed_sizes_batch_and_black_box_refused():
+    det = TinyDetector()
+    data = tiny_data(1, 48) + tiny_data(1, 56)
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.6, location="center")
+    st = atk.step(data)
+    assert st.n > 0 and math.isfinite(st.loss)
+    with pytest.raises(TypeError, match="black-box"):
+        UniversalPatchAttack(nn.Identity(), "patch_iou")
+    with pytest.raises(ValueError, match="method"):
+        UniversalPatchAttack(det, "nope")
+
+
+def test_gradient_averaged_across_processes(tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", lr=0.05)
+        p0 = atk.patch.detach().clone()
+        atk.fit(tiny_data(2), epochs=1, batch_size=2)
+        assert not torch.equal(p0, atk.patch.detach())
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+def test_cuda_step():
+    det = TinyDetector().cuda()
+    atk = UniversalPatchAttack(det, "patch_combination", alpha=0.6, location="center", device="cuda")
+    st = atk.step(tiny_data(2))
+    assert atk.patch.is_cuda and math.isfinite(st.loss)
+
+
+def test_interpolation_matches_manual_downsample():
+    """A 40-px paste equals the antialiased 128->40 resize of the texture (no aliasing)."""
+    tex = torch.rand(3, 128, 128)
+    out = paste_patch(torch.zeros(3, 60, 60), tex, torch.tensor([[10.0, 10.0, 50.0, 50.0]]), 1.0, "top")
+    ref = F.interpolate(tex[None], size=(40, 40), mode="bilinear", antialias=True, align_corners=False)[0]
+    assert torch.allclose(out[:, 10:50, 10:50], ref, atol=1e-5)
