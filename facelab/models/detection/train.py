@@ -148,7 +148,7 @@ def _model_config(cfg: TrainConfig) -> dict:
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """A detector rebuilt from a ``last.pt``/``model.pt`` checkpoint of :func:`train_detector`, in eval mode."""
-    ck = torch.load(path, map_location="cpu", weights_only=False)
+    ck = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(ck, dict) or "model" not in ck or "model_config" not in ck:
         raise ValueError(f"{path}: not a facelab detector checkpoint (needs 'model' and 'model_config')")
     mc = ck["model_config"]
@@ -166,7 +166,7 @@ def _resume_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
     if not path.is_file():
         return None
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path
         raise ValueError(f"{path}: cannot read the checkpoint to resume from ({type(e).__name__}: {e}); "
                          "delete it or use another --out") from e
