@@ -47,6 +47,7 @@ def _draw(ax, image: Tensor, dets: tuple[Tensor, Tensor], gts: Tensor, delta: fl
     """Fig.-1 convention: true positives solid blue, false positives red, missed faces dashed blue."""
     ax.imshow(_img(image))
     ax.set_xticks([]); ax.set_yticks([])
+    ax.set_xlim(-0.5, image.shape[-1] - 0.5); ax.set_ylim(image.shape[-2] - 0.5, -0.5)
     boxes, scores = dets
     keep = scores >= delta
     boxes, scores = boxes[keep], scores[keep]
@@ -61,7 +62,7 @@ def _draw(ax, image: Tensor, dets: tuple[Tensor, Tensor], gts: Tensor, delta: fl
     for b, s, t in zip(boxes.tolist(), scores.tolist(), tp.tolist()):
         ax.add_patch(Rectangle((b[0], b[1]), b[2] - b[0], b[3] - b[1], fill=False, lw=1.5,
                                ec="tab:blue" if t else "red"))
-        ax.text(b[0], b[1] - 1, f"{s:.2f}", color="tab:blue" if t else "red", fontsize=6)
+        ax.text(b[0], b[1] - 1, f"{s:.2f}", color="tab:blue" if t else "red", fontsize=6, clip_on=True)
     for g, h in zip(gts.tolist(), hit_gt.tolist()):
         if not h:
             ax.add_patch(Rectangle((g[0], g[1]), g[2] - g[0], g[3] - g[1], fill=False, lw=1.2, ls="--",

@@ -42,7 +42,7 @@ def small_cfg(tmp_path, **kw) -> up.Config:
     base = dict(out_dir=str(tmp_path / "run"), victim="tiny", other_detectors=(), black_box=("haar",),
                 epochs=2, sweep_epochs=1, inits=("noise", "faceA"),
                 methods=("patch_iou", "patch_combination"), scales=(0.3,), locations=("center",), lr=0.1,
-                delta=0.5, score_margin_threshold=0.3, mosaic=2, crop=64)
+                delta=0.5, score_margin_threshold=0.3, mosaic=2, crop=64, test_views=1)
     base.update(kw)
     return up.Config(**base)
 
@@ -58,7 +58,17 @@ def test_tiny_end_to_end_writes_card(tmp_path):
     assert set(m["transfer_recall"]) == {"tiny", "noise (unoptimised)", "clean"} and set(m["transfer_recall"]["tiny"]) == {"tiny", "haar"}
     assert set(m["partial_recall"]) == {"1.0", "0.5", "0.667"}
     rows = {r["quantity"]: r for r in card["paper_comparison"]}
-    assert rows["Table 1 noise w/ Patch-IoU precision/recall (%)"]["paper"] == [7.3, 1.4]
+    assert rows["Table 1 noise w/ Patch-IoU precision (%)"]["paper"] == 7.3
+    assert rows["Table 1 noise w/ Patch-IoU recall (%)"]["paper"] == 1.4
+    assert rows["Table 1 noise w/ Patch-IoU recall (%)"]["ours"] == round(100 * m["table1"]["noise w/ Patch-IoU"][1], 1)
+    # the status page computes ours - paper: every row has scalar finite numbers and says what was compared
+    for r in card["paper_comparison"]:
+        for k in ("paper", "ours"):
+            assert isinstance(r[k], (int, float)) and not isinstance(r[k], bool) and math.isfinite(r[k]), r
+        assert "δ=0.5" in r["note"] and "face instances" in r["note"]
+    assert m["table1"]["Baseline"][2] is None  # NaN is written as null (strict JSON)
+    d = m["data"]["test"]
+    assert d["views_per_photo"] == 1 and d["crops"] == 2 * d["distinct_faces"]
     assert (tmp_path / "run" / "patches.pt").is_file()
     # trained patches differ from their initialisation, and all are valid images
     for key, p in exp.patches.items():
@@ -66,6 +76,58 @@ def test_tiny_end_to_end_writes_card(tmp_path):
     assert not torch.equal(exp.patches[("tiny", "patch_iou", "noise", 0.5, "top", 2)], exp.inits["noise"])
     for r in exp.results["table1"]:
         assert 0 <= r["recall"] <= 1 and 0 <= r["precision"] <= 1
+
+
+def test_summary_and_clean_scores_are_computed(tmp_path):
+    torch.manual_seed(0)
+    exp = up.run(small_cfg(tmp_path), victim=TinyDetector(), sections=("table1", "methods", "transfer", "partial"))
+    c = exp.clean_scores(split="test")
+    clean = exp.clean("tiny")
+    assert (c["precision"], c["recall"], c["tp"]) == (clean["precision"], clean["recall"], clean["tp"])
+    n_dets = sum(int((s >= exp.cfg.detect_threshold).sum()) for _, s in clean["dets"])
+    assert c["n_face"] + c["n_background"] == n_dets
+    if c["n_face"] and c["n_background"]:
+        assert c["separates"] == (c["max_background"] < c["delta"] <= c["min_face"])
+    assert exp.clean_scores(split="train")["split"] == "train"
+    with pytest.raises(ValueError, match="split"):
+        exp.clean_scores(split="val")
+    md = exp.summary_markdown()
+    assert "Criteria" in md and "not independent" in md
+    base = exp.results["table1"][0]["recall"]
+    assert f"recall {100 * base:.1f} %" in md  # numbers come from the results
+    for claim in ("obs. 1", "obs. 2", "obs. 3", "Table 2", "Table 3"):
+        line = next(x for x in md.splitlines() if claim in x)
+        assert any(v in line for v in ("**replicated**", "**partly replicated**", "**not replicated**")), line
+    # verdicts follow the stated criteria
+    t1 = {r["name"]: r for r in exp.results["table1"]}
+    k = sum(t1[f"{i} w/ Patch-IoU"]["recall"] <= up.CRITERIA["collapse"] * base < t1[f"{i} w/o Patch-IoU"]["recall"]
+            for i in ("noise", "faceA"))
+    line = next(x for x in md.splitlines() if "obs. 1" in x)
+    assert f"({k} of 2 initialisations" in line
+    assert up._verdict(2, 2) == "**replicated**" and up._verdict(1, 2) == "**partly replicated**"
+    assert up._verdict(0, 2) == "**not replicated**"
+
+
+def test_view_crops_are_seeded_held_out_instances():
+    from facelab.data.faces import bundled_faces
+
+    split = bundled_faces().split()
+    n_test_faces = len(split.test_faces)
+    a = up.view_crops(split.test_photos, 2, seed=1, out=48)
+    b = up.view_crops(split.test_photos, 2, seed=1, out=48)
+    c = up.view_crops(split.test_photos, 2, seed=2, out=48)
+    assert len(a) == 2 * n_test_faces  # one crop per face per view
+    assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
+    assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
+    for im, boxes, ign in a:
+        assert im.shape == (3, 48, 48) and 0 <= float(im.min()) and float(im.max()) <= 1
+        assert len(boxes) >= 1 and (boxes >= 0).all() and (boxes <= 48).all() and not bool(ign.all())
+    assert up.view_crops(split.test_photos, 0, seed=1) == []
+    # the default run evaluates at least 32 face instances (originals + views of the held-out photos)
+    cfg = up.Config()
+    assert n_test_faces * (1 + cfg.test_views) >= 32
+    with pytest.raises(ValueError, match="test_views"):
+        up.Config(test_views=-1)
 
 
 def test_training_lowers_targeted_scores_on_bundled_crops(tmp_path):
@@ -120,6 +182,22 @@ def test_bad_config_and_detector_spec():
         up.load_detector("no_such_detector")
 
 
+def test_load_detector_from_a_train_detector_checkpoint(tmp_path):
+    from facelab.models.detection import build_detector
+
+    model = build_detector("sln", "resnet18", channels=16)
+    ckpt = tmp_path / "model.pt"
+    torch.save({"model": model.state_dict(),
+                "model_config": {"arch": "sln", "backbone": "resnet18", "model_kwargs": {"channels": 16}}}, ckpt)
+    for spec in ("sln", "trained"):
+        det = up.load_detector(spec, "cpu", str(ckpt))
+        assert type(det) is type(model) and not any(p.requires_grad for p in det.parameters())
+        for k, v in model.state_dict().items():
+            assert torch.equal(det.state_dict()[k], v), k
+    with pytest.raises(ValueError, match="a trained 'sln' detector, but victim/detector is 'ssd_mobilenetv1'"):
+        up.load_detector("ssd_mobilenetv1", "cpu", str(ckpt))
+
+
 @pytest.mark.slow
 def test_notebook_papermill_full_scale_parameters_on_wider_fixture(tmp_path):
     """The committed notebook, unchanged, with full-scale parameters on a WIDER-layout fixture and an
@@ -154,3 +232,19 @@ def test_committed_notebook_structure():
     # the committed outputs come from the default run (papermill injected no parameters)
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
+    # the results card is printed as JSON by the cell tagged results-card (read by the status page)
+    from facelab.book_status import card_from_notebook
+
+    card_cells = [c for c in code if "results-card" in c.metadata.get("tags", [])]
+    assert len(card_cells) == 1 and "hide-output" in card_cells[0].metadata["tags"]
+    card = card_from_notebook(NOTEBOOK)
+    assert card["chapter"] == "01_universal_patches" and card["paper_comparison"]
+    assert card["parameters"]["out_dir"] == "../runs/default/01_universal_patches"
+    assert all(isinstance(r["paper"], float) and isinstance(r["ours"], float) for r in card["paper_comparison"])
+    assert card["metrics"]["data"]["test"]["face_instances"] >= 32
+    # the summary is rendered from the results, not typed; display equations are one per line
+    assert any("summary_markdown()" in c.source for c in code)
+    for c in nb.cells:
+        if c.cell_type == "markdown":
+            for disp in c.source.split("$$")[1::2]:
+                assert not ("(1)" in disp and "(2)" in disp), disp

@@ -58,3 +58,12 @@ def test_black_box_errors():
         HaarCascadeDetector("nope.xml")
     with pytest.raises(ValueError, match="scores"):
         HaarCascadeDetector(scores="probability")
+
+
+def test_registered_in_the_model_zoo():
+    from facelab import models
+
+    assert models.MODELS["haar"] == "facelab.models.haar:haar"
+    det = models.load("haar")
+    assert isinstance(det, HaarCascadeDetector) and not det.training
+    assert len(det.detect(torch.full((1, 3, 64, 64), 0.5))[0]) == 0

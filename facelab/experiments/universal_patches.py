@@ -17,6 +17,9 @@ Default data: the bundled photos (:func:`facelab.data.faces.bundled_faces`) spli
 square crop around every face (other faces inside the crop stay annotated; faces cut by the crop
 border are *ignored* in the metrics), tiled ``mosaic``×``mosaic`` into one image per pass (face-api's
 SSD resizes every input to 512², so a 5×5 mosaic of 128-px crops costs one forward pass for 25 faces).
+``test_views`` (``train_views``) seeded augmented views of every held-out (training) photo
+(:meth:`facelab.data.faces.FaceSet.views`: flip, crop, rescale, colour jitter; then a jittered crop
+context and position) are added as further *instances* of the same faces -- not independent faces.
 Full scale: ``wider_root`` points at the official WIDER FACE layout (train split for training, val for
 testing; ``max_images`` caps both, ``max_side`` downscales).
 """
@@ -90,6 +93,8 @@ class Config:
     max_side: int = 640                      # WIDER images are downscaled to this longest side
     crop: int = 128                          # bundled photos: side of the square crop around each face
     crop_context: float = 2.2                # crop side = crop_context * sqrt(face area)
+    test_views: int = 5                      # bundled photos: augmented views of each test photo added to the test set
+    train_views: int = 0                     # ... and of each training photo added to the training set
     mosaic: int = 5                          # bundled crops tiled grid×grid per image (0/1: one crop per image)
     device: str = "auto"
     epochs: int = 12                         # paper: 100 epochs over WIDER train
@@ -117,31 +122,39 @@ class Config:
                              "need 0 < δ − m < 1 and 0 < δ <= 1")
         if self.epochs < 0 or self.sweep_epochs < 0:
             raise ValueError("epochs and sweep_epochs must be >= 0")
+        if self.test_views < 0 or self.train_views < 0:
+            raise ValueError(f"test_views={self.test_views}, train_views={self.train_views}: must be >= 0")
 
 
 # -- detectors -------------------------------------------------------------------------------
 
 def load_detector(spec: str, device: str = "cpu", checkpoint: str | None = None) -> torch.nn.Module:
-    """A detector by zoo name (:data:`facelab.models.MODELS`), ``"haar"``, or ``"module:callable"``;
-    ``checkpoint``: a state dict (or ``{"model": state_dict}``) file loaded into it."""
+    """A detector by zoo name (:data:`facelab.models.MODELS`, incl. ``"haar"``), ``"module:callable"``,
+    or a detector trained with ``facelab train-detector``: its ``model.pt``/``last.pt`` as ``checkpoint``
+    (``spec`` then names its arch, e.g. ``"sln"``, or ``"trained"``). Any other ``checkpoint`` is a
+    state dict (or ``{"model": state_dict}``) loaded into the ``spec`` model. Loads with
+    ``weights_only=True``."""
     from facelab import models
 
-    if spec == "haar":
-        from facelab.models.haar import haar
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint else None
+    if isinstance(state, dict) and "model_config" in state:
+        from facelab.models.detection.train import load_trained
 
-        return haar()
+        arch = state["model_config"].get("arch")
+        if spec not in ("trained", arch):
+            raise ValueError(f"{checkpoint}: a trained {arch!r} detector, but victim/detector is {spec!r} "
+                             f"(use {arch!r} or 'trained')")
+        return load_trained(checkpoint, device).requires_grad_(False)
     if spec in models.MODELS:
         det = models.load(spec, device)
     elif ":" in spec:
         mod, fn = spec.split(":", 1)
         det = getattr(importlib.import_module(mod), fn)()
     else:
-        raise KeyError(f"detector {spec!r}: not a zoo model ({', '.join(models.MODELS)}), 'haar' or 'module:callable'")
-    if checkpoint:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-        if isinstance(state, dict) and "model" in state:
-            state = state["model"]
-        det.load_state_dict(state)
+        raise KeyError(f"detector {spec!r}: not a zoo model ({', '.join(models.MODELS)}), 'module:callable', "
+                       "or an arch name with a facelab train-detector checkpoint")
+    if state is not None:
+        det.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
     return det.eval().requires_grad_(False).to(device)
 
 
@@ -169,21 +182,55 @@ def _crop_resize(image: Tensor, boxes: Tensor, x0: float, y0: float, side: float
     return crop, c[keep], (inside < min_visible)[keep]
 
 
+def _crops_of(img: Tensor, boxes: Tensor, out: int, context: float, generator: torch.Generator | None = None,
+              scale_jitter: float = 0.0, shift_jitter: float = 0.0) -> list[Sample]:
+    """One out×out crop per face of one photo, the face centred with a side of ``context``·sqrt(area);
+    with ``generator``: context × U(1 ± ``scale_jitter``), centre shifted by U(± ``shift_jitter``)·side."""
+    items = []
+    for box in boxes:
+        w, h = float(box[2] - box[0]), float(box[3] - box[1])
+        side = context * math.sqrt(w * h)
+        cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
+        if generator is not None:
+            u = torch.rand(3, generator=generator).tolist()
+            side *= 1 + scale_jitter * (2 * u[0] - 1)
+            cx += shift_jitter * side * (2 * u[1] - 1)
+            cy += shift_jitter * side * (2 * u[2] - 1)
+        items.append(_crop_resize(img, boxes, cx - side / 2, cy - side / 2, side, out))
+    return items
+
+
 def face_crops(photo_ids: Sequence[str], out: int = 160, context: float = 2.2) -> list[Sample]:
     """One out×out crop per face of the bundled photos ``photo_ids``, the face centred with its side
-    ``context``·sqrt(area) of context, slightly shifted down so that the forehead patch stays inside."""
+    ``context``·sqrt(area) of context."""
     from facelab.data.faces import bundled_faces
 
     fs = bundled_faces()
     items = []
     for pid in photo_ids:
         p = fs.photo(pid)
-        img = p.image()
-        for box in p.boxes:
-            w, h = float(box[2] - box[0]), float(box[3] - box[1])
-            side = context * math.sqrt(w * h)
-            cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
-            items.append(_crop_resize(img, p.boxes, cx - side / 2, cy - side / 2, side, out))
+        items += _crops_of(p.image(), p.boxes, out, context)
+    return items
+
+
+def view_crops(photo_ids: Sequence[str], views_per_photo: int, seed: int, out: int = 160, context: float = 2.2,
+               scale_jitter: float = 0.2, shift_jitter: float = 0.1, max_side: int = 640) -> list[Sample]:
+    """Face crops of ``views_per_photo`` seeded augmented views of each bundled photo in ``photo_ids``.
+
+    Views come from :meth:`facelab.data.faces.FaceSet.views` (flip, crop keeping every face, rescale,
+    colour jitter; photos first downscaled to ``max_side``); each face is then cropped as in
+    :func:`face_crops` with a seeded jitter of the context (× U(1 ± ``scale_jitter``): the face's size
+    in the crop varies) and of the centre (± ``shift_jitter``·side). Same ``seed`` -> same crops.
+    These are new *instances* of the same faces, not new faces.
+    """
+    from facelab.data.faces import bundled_faces
+
+    if views_per_photo <= 0 or not photo_ids:
+        return []
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    items = []
+    for v in bundled_faces().views(views_per_photo * len(photo_ids), seed, photo_ids=photo_ids, max_side=max_side):
+        items += _crops_of(v.image.clamp(0, 1), v.boxes, out, context, g, scale_jitter, shift_jitter)
     return items
 
 
@@ -273,9 +320,14 @@ class UniversalPatchesExperiment:
                 from facelab.data.faces import bundled_faces
 
                 split = bundled_faces().split()
+                self.split = split
                 self.train = face_crops(split.train_photos, cfg.crop, cfg.crop_context)
                 self.test = face_crops(split.test_photos, cfg.crop, cfg.crop_context)
-                self.face_items = self.train
+                self.face_items = self.train  # face inits come from the unaugmented training crops
+                self.test_originals = list(self.test)  # the held-out photos' own crops (no views)
+                self.train += view_crops(split.train_photos, cfg.train_views, cfg.seed + 2, cfg.crop, cfg.crop_context)
+                self.test += view_crops(split.test_photos, cfg.test_views, cfg.seed + 1, cfg.crop, cfg.crop_context)
+                self.n_test_crops, self.n_train_crops = len(self.test), len(self.train)
                 if cfg.mosaic > 1:
                     self.train = mosaic(self.train, cfg.mosaic, fill_with_repeats=True)
                     self.test = mosaic(self.test, cfg.mosaic)
@@ -344,6 +396,67 @@ class UniversalPatchesExperiment:
                                if name != "haar" else None)[0]
                 out.append((d.boxes.cpu(), d.scores.cpu()))
         return out
+
+    def data_summary(self) -> dict:
+        """Sizes of the two sides: images passed to the detector, counted (not ignored) face instances,
+        and for the bundled photos the photos, distinct faces, crops and views behind them."""
+        def count(items):
+            return {"images": len(items), "face_instances": sum(int((~i).sum()) for _, _, i in items)}
+
+        out: dict[str, Any] = {"train": count(self.train), "test": count(self.test)}
+        split = getattr(self, "split", None)
+        if split is not None:
+            out["train"].update(photos=list(split.train_photos), distinct_faces=len(split.train_faces),
+                                crops=self.n_train_crops, views_per_photo=self.cfg.train_views)
+            out["test"].update(photos=list(split.test_photos), distinct_faces=len(split.test_faces),
+                               crops=self.n_test_crops, views_per_photo=self.cfg.test_views)
+        return out
+
+    def showcase(self) -> Sample:
+        """One test image for figures: the held-out photos' own face crops tiled as in evaluation, cut to
+        the occupied tile rows (bundled photos), else the first test image."""
+        items = getattr(self, "test_originals", None)
+        if not items:
+            return self.test[0]
+        grid = self.cfg.mosaic if self.cfg.mosaic > 1 else 1
+        if grid == 1:
+            return items[0]
+        im, b, ign = mosaic(items[: grid * grid], grid)[0]
+        h = math.ceil(min(len(items), grid * grid) / grid) * items[0][0].shape[-1]
+        return im[:, :h].contiguous(), b, ign
+
+    def clean_scores(self, name: str | None = None, split: str = "test", iou: float = 0.5) -> dict:
+        """Where the clean scores of detector ``name`` lie on the ``split`` ("train" or "test") side: the
+        detections (score ≥ ``detect_threshold``) matching a face box (IoU ≥ ``iou``, ignored faces
+        included) vs the rest (background), and P/R at δ. ``separates``: max background < δ ≤ min face."""
+        from torchvision.ops import box_iou
+
+        name = name or self.cfg.victim
+        if split not in ("train", "test"):
+            raise ValueError(f"split: expected 'train' or 'test', got {split!r}")
+        items = self.test if split == "test" else self.train
+        if split == "test":
+            dets = self.clean(name)["dets"]
+        else:
+            with self.timer("evaluate"):
+                dets = self._detect(name, [im for im, _, _ in items])
+        face_s: list[float] = []
+        bg_s: list[float] = []
+        for (b, sc), (_, g, _) in zip(dets, items):
+            if not len(b):
+                continue
+            m = box_iou(b.float(), g.float()).max(1).values if len(g) else torch.zeros(len(b))
+            face_s += sc[m >= iou].tolist()
+            bg_s += sc[m < iou].tolist()
+        delta = self.delta_for(name)
+        pr = precision_recall_at(dets, [g for _, g, _ in items], delta, [i for _, _, i in items])
+        min_face = min(face_s, default=float("nan"))
+        max_bg = max(bg_s, default=float("nan"))
+        return {"split": split, "detector": name, "delta": delta, "n_face": len(face_s), "min_face": min_face,
+                "n_background": len(bg_s), "max_background": max_bg,
+                "separates": bool((not bg_s or max_bg < delta) and face_s and delta <= min_face),
+                "precision": pr["precision"], "recall": pr["recall"], "tp": pr["tp"], "fp": pr["fp"],
+                "n_faces": pr["n_faces"]}
 
     def clean(self, name: str) -> dict:
         """Clean detections of detector ``name`` on the test set (cached) and P/R at its δ."""
@@ -459,7 +572,10 @@ class UniversalPatchesExperiment:
 
     # -- card ------------------------------------------------------------------------------------
     def headline(self) -> dict:
-        """Rounded key numbers of the run (what the notebook's checked cells print)."""
+        """Rounded key numbers of the run (what the notebook's checked cells print); NaN -> None."""
+        return _finite(self._headline())
+
+    def _headline(self) -> dict:
         r = self.results
         out: dict[str, Any] = {}
         if "table1" in r:
@@ -482,29 +598,37 @@ class UniversalPatchesExperiment:
         return out
 
     def paper_comparison(self) -> list[dict]:
+        """One row per quantity with scalar ``paper`` and ``ours`` (%), precision and recall apart."""
+        d = self.data_summary()["test"]
+        data = (f"{d['face_instances']} face instances in {d['images']} test images"
+                + (f" ({d['distinct_faces']} distinct faces of {len(d['photos'])} held-out photos, "
+                   f"{d['views_per_photo']} augmented views each)" if "photos" in d else ""))
+        note = (f"paper: WIDER FACE val 'All', SLN, δ=0.99; ours: {self.cfg.victim}, δ={self.cfg.delta}, {data}")
         rows = []
-        for x in self.results.get("table1", []):
-            key = _paper_key(x["name"])
-            if key in PAPER["table1"]:
-                pp, pr = PAPER["table1"][key]
-                rows.append({"quantity": f"Table 1 {x['name']} precision/recall (%)", "paper": [pp, pr],
-                             "ours": [round(100 * x["precision"], 1), round(100 * x["recall"], 1)],
-                             "note": f"paper: {key}, WIDER val 'All', SLN, δ=0.99; ours: {self.cfg.victim}, "
-                                     f"δ={self.cfg.delta}, {len(self.test)} test images"})
-        for x in self.results.get("table3", []):
-            key = "Baseline-SLN" if x["name"] == "Baseline" else x["name"]
-            if key in PAPER["table3"]:
-                pp, pr = PAPER["table3"][key]
-                rows.append({"quantity": f"Table 3 {x['name']} precision/recall (%)", "paper": [pp, pr],
-                             "ours": [round(100 * x["precision"], 1), round(100 * x["recall"], 1)],
-                             "note": "paper: WIDER val 'All', δ=0.99"})
+        for table, results, key_of in (("Table 1", self.results.get("table1", []), _paper_key),
+                                       ("Table 3", self.results.get("table3", []),
+                                        lambda n: "Baseline-SLN" if n == "Baseline" else n)):
+            paper = PAPER["table1" if table == "Table 1" else "table3"]
+            for x in results:
+                key = key_of(x["name"])
+                if key not in paper:
+                    continue
+                for j, what in enumerate(("precision", "recall")):
+                    rows.append({"quantity": f"{table} {x['name']} {what} (%)", "paper": float(paper[key][j]),
+                                 "ours": round(100 * float(x[what]), 1), "note": f"{key}; {note}"})
         return rows
+
+    def summary_markdown(self) -> str:
+        """Markdown summary of the run: every number is computed from :attr:`results`, every verdict
+        ("replicated", "partly replicated", "not replicated") is decided by the criteria it states."""
+        return summary_markdown(self)
 
     def write_card(self, parameters: dict) -> Path:
         """``results.json`` in ``cfg.out_dir`` (also the trained patches as ``patches.pt``)."""
         out = Path(self.cfg.out_dir)
         out.mkdir(parents=True, exist_ok=True)
         metrics = self.headline()
+        metrics["data"] = self.data_summary()
         metrics["train_seconds"] = {"/".join(map(str, k)): round(v, 2) for k, v in self.train_time.items()}
         if self.load_errors:
             metrics["detectors_not_loaded"] = self.load_errors
@@ -514,6 +638,17 @@ class UniversalPatchesExperiment:
         return results_card(out, chapter=CHAPTER, parameters=parameters, seed=self.cfg.seed,
                             timings={k: round(v, 2) for k, v in self.timer.timings.items()}, metrics=metrics,
                             extra={"paper_comparison": self.paper_comparison()})
+
+
+def _finite(x: Any) -> Any:
+    """NaN/inf -> None, recursively (the card is strict JSON)."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_finite(v) for v in x]
+    return x
 
 
 def patch_as_face_rate(dets, pboxes, delta: float, iou: float = 0.5) -> float:
@@ -552,3 +687,159 @@ def run(cfg: Config, sections: Sequence[str] = ("table1", "methods", "generality
         getattr(exp, s)()
     exp.write_card(dataclasses.asdict(cfg))
     return exp
+
+
+# -- the run's summary, decided by code --------------------------------------------------------
+
+#: Criteria of :func:`summary_markdown` (stated in its output). Recall ratios are patched / clean.
+CRITERIA = {
+    "collapse": 0.25,         # recall ≤ 25 % of clean: the patch makes faces (nearly) vanish
+    "suppress": 0.5,          # recall ≤ 50 % of clean: the patch suppresses faces (Criterion 1)
+    "face_like": 0.5,         # patch-as-face rate ≥ 0.5: the patch itself is detected as a face
+    "no_false_positive": 0.1,  # patch-as-face rate ≤ 0.1: Criterion 2 holds
+    "transfer_margin": 0.1,   # transfer: recall ≥ 0.1 (absolute) below the unoptimised-noise control
+}
+
+
+def _verdict(k: int, n: int) -> str:
+    if n == 0:
+        return "not measured"
+    return "**replicated**" if k == n else ("**partly replicated**" if k else "**not replicated**")
+
+
+def _pct(x: float) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f} %"
+
+
+def _span(xs: Sequence[float]) -> str:
+    xs = [x for x in xs if math.isfinite(x)]
+    if not xs:
+        return "–"
+    lo, hi = min(xs), max(xs)
+    return _pct(lo) if lo == hi else f"{100 * lo:.1f}–{100 * hi:.1f} %"
+
+
+def summary_markdown(exp: UniversalPatchesExperiment) -> str:
+    """The closing summary of a run as markdown (see :meth:`UniversalPatchesExperiment.summary_markdown`)."""
+    cfg, r, C = exp.cfg, exp.results, CRITERIA
+    d = exp.data_summary()["test"]
+    clean = exp.clean(cfg.victim)
+    base = clean["recall"]
+    out: list[str] = []
+    inst = f"{d['face_instances']} counted face instances"
+    if "distinct_faces" in d:
+        inst += (f" = {d['distinct_faces']} distinct held-out faces seen in the original photos and in "
+                 f"{d['views_per_photo']} augmented views of each photo; views of one face are **not independent** "
+                 f"faces, so the effective sample is closer to {d['distinct_faces']} faces than to "
+                 f"{d['face_instances']}")
+    out += [f"Test side: {inst}; one instance = {100 / max(d['face_instances'], 1):.1f} points of recall. "
+            f"Victim {cfg.victim} at δ = {cfg.delta}: clean precision {_pct(clean['precision'])}, "
+            f"recall {_pct(base)}.", "",
+            "Criteria (ratios are patched recall / clean recall): *collapse* ≤ "
+            f"{C['collapse']}, *suppress* ≤ {C['suppress']}; a patch is *face-like* if it is detected as a face "
+            f"(IoU ≥ 0.5, score ≥ δ) on ≥ {C['face_like']:.0%} of the faces it is pasted on, and creates *no false "
+            f"positive* if that rate is ≤ {C['no_false_positive']:.0%}; a patch *transfers* to a detector if it "
+            f"lowers that detector's recall by ≥ {C['transfer_margin']} more than the unoptimised noise patch does. "
+            "A claim is replicated when every case meets its criterion, partly when some do.", ""]
+
+    def ratio(x: float, ref: float) -> float:
+        return x / ref if ref > 0 else float("nan")
+
+    t1 = {x["name"]: x for x in r.get("table1", [])}
+    P1 = {k: (p / 100, q / 100) for k, (p, q) in PAPER["table1"].items()}  # paper values as fractions
+    pb = P1["Baseline-SLN"][1]
+    pwo = [v[1] for k, v in P1.items() if k.endswith("w/o Patch-IoU")]
+    pw = [v[1] for k, v in P1.items() if k.endswith("w/ Patch-IoU")]
+    inits = [i for i in cfg.inits if f"{i} w/ Patch-IoU" in t1]
+    if inits:
+        opt = [t1[f"{i} w/ Patch-IoU"]["recall"] for i in inits]
+        unopt = [t1[f"{i} w/o Patch-IoU"]["recall"] for i in inits]
+        k = sum(ratio(o, base) <= C["collapse"] < ratio(u, base) for o, u in zip(opt, unopt))
+        out.append(f"* **§3.2 obs. 1, optimised vs unoptimised** — {_verdict(k, len(inits))} ({k} of {len(inits)} "
+                   f"initialisations: the Patch-IoU patch collapses recall, the same image unoptimised does not). "
+                   f"Recall unoptimised {_span(unopt)}, after Patch-IoU {_span(opt)} (clean {_pct(base)}; paper "
+                   f"'All': {_pct(pb)} → {_span(pwo)} unoptimised, {_span(pw)} optimised).")
+        paf = [t1[f"{i} w/ Patch-IoU"]["patch_as_face"] for i in inits]
+        like = [i for i, v in zip(inits, paf) if v >= C["face_like"]]
+        out.append(f"* **§3.2 obs. 2, the Patch-IoU patch is detected as a face** — {_verdict(len(like), len(inits))} "
+                   f"({len(like)} of {len(inits)} initialisations face-like"
+                   + (f": {', '.join(like)}" if like else "") + f"; patch-as-face rates {_span(paf)}, precision "
+                   f"{_span([t1[f'{i} w/ Patch-IoU']['precision'] for i in inits])}; paper: precision "
+                   f"{_span([v[0] for k, v in P1.items() if k.endswith('w/ Patch-IoU')])}). "
+                   f"Training here is {cfg.epochs} epochs over {len(exp.train)} training image(s) "
+                   f"(paper: 100 epochs over WIDER FACE train).")
+        faces = [i for i in inits if i.startswith("face")]
+        others = [i for i in inits if not i.startswith("face")]
+        if faces:
+            fr = [t1[f"{i} w/o Patch-IoU"]["recall"] for i in faces]
+            fp_ = [t1[f"{i} w/o Patch-IoU"]["precision"] for i in faces]
+            op_ = [t1[f"{i} w/o Patch-IoU"]["precision"] for i in others]
+            kr = sum(ratio(x, base) > C["collapse"] for x in fr)
+            prec_more = bool(others) and float(np.mean(fp_)) < float(np.mean(op_))
+            out.append(f"* **§3.2 obs. 3, a pasted real face does not hide the face** — "
+                       f"{_verdict(kr, len(faces))} ({kr} of {len(faces)} face crops leave recall above the collapse "
+                       f"level: {_span(fr)}). The paper's side remark that a face photo 'affects precision more' "
+                       f"is {'seen' if prec_more else 'not seen'} here (mean precision {_pct(float(np.mean(fp_)))} "
+                       f"with face crops vs {_pct(float(np.mean(op_))) if others else '–'} with the other "
+                       f"unoptimised patches).")
+    gen = r.get("generality", [])
+    vg = [g for g in gen if g["detector"] == cfg.victim]
+    og = [g for g in gen if g["detector"] != cfg.victim]
+    if gen:
+        sup = [g for g in vg if ratio(g["eval"]["recall"], g["clean"]["recall"]) <= C["suppress"]]
+        osup = [g for g in og if ratio(g["eval"]["recall"], g["clean"]["recall"]) <= C["suppress"]]
+        flike = [g for g in gen if g["eval"]["patch_as_face"] >= C["face_like"]]
+        out.append(f"* **§3.3 generality (Fig. 5)** — scales × locations on {cfg.victim}: "
+                   f"{_verdict(len(sup), len(vg))} ({len(sup)} of {len(vg)} settings suppress, "
+                   + (", ".join(f"α={g['alpha']} {g['location']}" for g in sup) or "none")
+                   + f"; {cfg.sweep_epochs} epochs each); other detectors: {_verdict(len(osup), len(og))} ("
+                   + ", ".join(f"{g['detector']} {_pct(g['clean']['recall'])} → {_pct(g['eval']['recall'])}" for g in og)
+                   + f"). Face-like patches in the sweep: {len(flike)} of {len(gen)} (the paper finds all face-like).")
+    mat = r.get("transfer")
+    if mat:
+        noise = mat["noise (unoptimised)"]
+        pairs = [(s_, t) for s_ in mat if s_ in exp.detectors for t in mat[s_] if t != s_]
+        ok = [(s_, t) for s_, t in pairs if mat[s_][t]["recall"] <= noise[t]["recall"] - C["transfer_margin"]]
+        out.append(f"* **Table 2, transfer** — {_verdict(len(ok), len(pairs))} ({len(ok)} of {len(pairs)} "
+                   "source → target pairs beat the unoptimised-noise control"
+                   + (": " + ", ".join(f"{s_} → {t} {_pct(mat['clean'][t]['recall'])} → {_pct(mat[s_][t]['recall'])}"
+                                       for s_, t in ok) if ok else "")
+                   + "; paper, recall on SLN: " + ", ".join(f"{k} {v[1]:.1f} %" for k, v in PAPER["table2"].items()
+                                                             if "->" in k or k.startswith("Baseline")) + ").")
+    t3 = [x for x in r.get("table3", []) if x["key"] is not None]
+    if t3:
+        improved = [x for x in t3 if x["key"] != "patch_iou"]
+        good = [x for x in improved if ratio(x["recall"], base) <= C["suppress"]
+                and x["patch_as_face"] <= C["no_false_positive"]]
+        best = min(x["recall"] for x in t3)
+        tied = [x["name"] for x in t3 if x["recall"] == best]
+        p3 = {k: v for k, v in PAPER["table3"].items() if k != "Baseline-SLN"}
+        pbest = min(p3, key=lambda k: p3[k][1])
+        out.append(f"* **Table 3, Criteria 1 and 2 for the improved methods** — {_verdict(len(good), len(improved))} "
+                   f"({len(good)} of {len(improved)} suppress faces without a false positive on the patch: "
+                   + ", ".join(f"{x['name']} R {_pct(x['recall'])}, patch-as-face {_pct(x['patch_as_face'])}"
+                               for x in improved)
+                   + f"). Lowest recall: {', '.join(tied)} (paper: {pbest}, {p3[pbest][1]:.1f} %); "
+                   f"Patch-IoU's patch-as-face rate {_pct(next((x['patch_as_face'] for x in t3 if x['key'] == 'patch_iou'), float('nan')))}.")
+        ps = {x["key"]: exp.patches.get((cfg.victim, x["key"], "noise", round(cfg.alpha, 4), cfg.location, cfg.epochs))
+              for x in t3}
+        if ps.get("patch_score") is not None and ps.get("patch_combination") is not None:
+            same = torch.equal(ps["patch_score"], ps["patch_combination"])
+            out.append(f"  Patch-Combination's trained patch is {'**identical** to' if same else 'different from'} "
+                       "Patch-Score's" + (" (λ1/λ2 excluded no anchor above δ − m during training)." if same else "."))
+    part = r.get("partial")
+    if part:
+        full = part[0]["recall"]
+        out.append("* **Part of the patch (Appendix-A style, no paper numbers)** — recall with the full patch "
+                   f"{_pct(full)}; " + ", ".join(f"top {x['keep']:.2f} of it {_pct(x['recall'])}" for x in part[1:])
+                   + f" (clean {_pct(base)}).")
+    out += ["", f"**Deviations from the paper (this run's parameters):** victim {cfg.victim}"
+            + (f" (checkpoint {cfg.victim_checkpoint})" if cfg.victim_checkpoint else "")
+            + f"; δ = {cfg.delta}, δ − m = {cfg.score_margin_threshold} (paper 0.99 / 0.5); Patch-IoU's IoU rule "
+            f"> {cfg.iou_threshold} (paper 0.6); {cfg.epochs} epochs (sweeps {cfg.sweep_epochs}) of Adam, lr {cfg.lr}, "
+            f"batch {cfg.batch_size} (paper 100 epochs); "
+            + (f"WIDER FACE at {cfg.wider_root}" if cfg.wider_root else
+               f"the bundled photos split by photo, {cfg.crop}-px face crops tiled {cfg.mosaic}×{cfg.mosaic}, "
+               f"{cfg.test_views} (train {cfg.train_views}) augmented views per photo")
+            + "; Eq. 2's S^γ used as a weight; P/R/AFβ on probability scores."]
+    return "\n".join(out)

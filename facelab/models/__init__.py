@@ -22,6 +22,7 @@ MODELS: dict[str, str] = {
     "age_gender": "facelab.models.age_gender:age_gender",
     "expression": "facelab.models.expression:expression",
     "landmarks68": "facelab.models.landmarks68:landmarks68",
+    "haar": "facelab.models.haar:haar",
 }
 
 
