@@ -26,6 +26,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
+from facelab.io import atomic_write
+
 __all__ = ["AssetError", "Asset", "REGISTRY", "home", "path", "fetch", "verify", "names"]
 
 
@@ -168,16 +170,8 @@ def _atomic_place(data: bytes, asset: Asset) -> None:
             f"asset {asset.name}: {asset.member} from {asset.spec} has sha256 {actual}, expected {asset.sha256}; "
             "nothing was written. The package served differs from the pinned one."
         )
-    dest = home() / "assets" / asset.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(home() / "assets" / asset.name, "wb") as f:
+        f.write(data)
 
 
 def _run_client(cmd: list[str], assets: list[Asset], cwd: str) -> None:

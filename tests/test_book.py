@@ -111,7 +111,7 @@ def test_stage_uses_executed_notebooks_of_a_run(tmp_path):
     assert any("rendering the executed notebook" in line for line in log)
     assert "# Executed version" in (src / "notebooks" / "01_universal_patches.ipynb").read_text()
     status = (src / "book" / "status.md").read_text()
-    assert "| 1 | recall | 0.2 | 0.25 | +0.05 | Table 1 |" in status
+    assert "## Chapter 1:" in status and "| recall | 0.2 | 0.25 | +0.05 | Table 1 |" in status
     toc = yaml.safe_load((src / "_toc.yml").read_text())
     assert "notebooks/01_universal_patches" in book_cli._toc_files(toc)
     assert "book/part2" in book_cli._toc_files(toc)
@@ -138,8 +138,8 @@ def test_status_page_from_cards(tmp_path):
         {"quantity": "looks like a face", "paper": "yes", "ours": "yes", "note": ""}]}))
     statuses = book_status.collect([tmp_path / "runs"], notebooks=nbdir)
     page = book_status.render(statuses)
-    assert "| 1 | recall, Easy \\| Patch-IoU | 2.7 | 10 | +7.3 | Table 1 |" in page
-    assert "| 1 | looks like a face | yes | yes | — |" in page
+    assert "| recall, Easy \\| Patch-IoU | 2.7 | 10 | +7.3 | Table 1 |" in page
+    assert "| looks like a face | yes | yes | — |" in page
     assert "2026-01-01T00:00:00Z, cpu" in page
     assert "Chapter 4, *Facial attributes: accuracy and adversarial robustness*: landed" in page
     assert "no results card found (run `facelab run 4`)" in page
@@ -215,6 +215,20 @@ def test_book_builds_with_a_chapter_status_and_bibliography(tmp_path):
     assert "WIDER FACE: a face detection benchmark" in refs and "accessorize to a crime" in refs.lower()
     assert "not yet landed" in (html / "book" / "part2.html").read_text()
     assert json.loads((out / "_build" / "book-build.json").read_text())["seconds"] > 0
+
+
+def test_status_factors_out_the_note_common_to_every_row():
+    st = book_status.ChapterStatus(1, "T", Path("notebooks/01_x.ipynb"), Path("runs/01_x/results.json"), {
+        "paper_comparison": [
+            {"quantity": "P", "paper": 99.4, "ours": 97.6, "note": "Baseline; ours: ssd, δ=0.7, 48 instances"},
+            {"quantity": "R", "paper": 22.5, "ours": 83.3, "note": "Noise; ours: ssd, δ=0.7, 48 instances"}]})
+    page = book_status.render([st])
+    assert "Common to every row: ours: ssd, δ=0.7, 48 instances." in page
+    assert "| P | 99.4 | 97.6 | -1.8 | Baseline |" in page and "| R | 22.5 | 83.3 | +60.8 | Noise |" in page
+    # nothing long in common: notes stay whole
+    st.card["paper_comparison"][1]["note"] = "Table 3"
+    page = book_status.render([st])
+    assert "Common to every row" not in page and "| Baseline; ours: ssd, δ=0.7, 48 instances |" in page
 
 
 def test_status_reads_the_card_printed_by_the_committed_notebook(tmp_path):
