@@ -167,9 +167,19 @@ def validate(notebook: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def _absolute_if_path(value: Any) -> Any:
+    """A relative path that exists from the caller's folder, made absolute (the kernel runs in notebooks/)."""
+    if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
+        return str(Path(value).resolve())
+    return value
+
+
 def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, Any], kernel: str = "facelab",
                 progress_bar: bool = True) -> Path:
     """Execute ``notebook`` into ``out_dir/<notebook name>``; ``out_dir`` is passed as parameter ``out_dir``.
+
+    String parameters naming an existing file or folder relative to the current folder (``-p wider_root
+    data/WIDER``) are made absolute, since the kernel runs in ``notebooks/``.
 
     The run folder receives the executed notebook, ``parameters.json`` (what was overridden, plus the
     runner's record) and whatever the notebook writes there (its ``results.json`` card). Raises
@@ -181,6 +191,7 @@ def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, 
     notebook = Path(notebook).resolve()
     params = validate(notebook, overrides)
     out_dir = Path(out_dir).resolve()  # papermill runs in notebooks/: a relative path would land there
+    params = {k: _absolute_if_path(v) for k, v in params.items()}
     if "out_dir" in declared_parameters(notebook):
         params["out_dir"] = str(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -26,7 +26,7 @@ BODY = '''import json, os
 from facelab.io import atomic_write
 os.makedirs(out_dir, exist_ok=True)
 with atomic_write(os.path.join(out_dir, "results.json")) as f:
-    json.dump({"chapter": "01_tiny", "n": n, "lr": lr, "name": name, "cwd": os.getcwd(),
+    json.dump({"chapter": "01_tiny", "n": n, "lr": lr, "name": name, "root": root, "cwd": os.getcwd(),
                "paper_comparison": [{"quantity": "q", "paper": 1.0, "ours": n * lr, "note": ""}]}, f)
 # NBVAL_CHECK_OUTPUT
 print(n * 2)
@@ -121,6 +121,14 @@ def test_cli_runs_notebook_into_run_folder(chapter, tmp_path):
     assert rec["status"] == "ok" and rec["overrides"]["n"] == 5
     assert rec["overrides"]["out_dir"] == str(run.resolve())
     assert not (tmp_path / "notebooks" / "runs").exists()
+
+
+def test_cli_relative_data_paths_resolve_against_the_callers_folder(chapter, tmp_path):
+    (tmp_path / "data" / "WIDER").mkdir(parents=True)
+    assert cli.main(["run", "1", "-p", "root", "data/WIDER", "-p", "name", "not/a/path", "--out", "runs/y"]) == 0
+    card = json.loads((tmp_path / "runs" / "y" / "01_tiny" / "results.json").read_text())
+    assert card["root"] == str((tmp_path / "data" / "WIDER").resolve())
+    assert card["name"] == "not/a/path"  # text that names no existing path is left alone
 
 
 def test_cli_failing_notebook_exits_1_and_keeps_output(tmp_path, monkeypatch, capsys):
