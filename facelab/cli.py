@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train-detector": ("facelab.models.detection.cli", "train SLN/SSD/RetinaNet/Faster R-CNN on WIDER FACE"),
     "eval-detector": ("facelab.experiments.detector_eval", "evaluate a trained detector checkpoint on WIDER FACE val (AP, P/R@delta)"),
     "wider-eval": ("facelab.metrics.cli_wider", "official WIDER FACE val AP (easy/medium/hard/all) of a prediction folder"),
+    "train-patch": ("facelab.experiments.train_patch", "train a universal adversarial patch on WIDER FACE (torchrun for several GPUs)"),
 }
 
 

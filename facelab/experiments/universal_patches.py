@@ -274,13 +274,19 @@ def wider_samples(root: str, split: str, max_images: int | None, max_side: int) 
     out = []
     for i in range(n):
         img, boxes, info = ds[i]
-        s = min(1.0, max_side / max(img.shape[-2:]))
-        if s < 1:
-            img = F.interpolate(img[None], scale_factor=s, mode="bilinear", antialias=True, align_corners=False)[0]
-            boxes = boxes * s
+        img, boxes = downscale(img, boxes, max_side)
         ign = info["invalid"].bool() | ((boxes[:, 2] - boxes[:, 0]) < 1) | ((boxes[:, 3] - boxes[:, 1]) < 1)
-        out.append((img.clamp(0, 1), boxes, ign))
+        out.append((img, boxes, ign))
     return out
+
+
+def downscale(img: Tensor, boxes: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
+    """``img`` shrunk (antialiased) so its longest side is at most ``max_side``, boxes scaled alike."""
+    s = min(1.0, max_side / max(img.shape[-2:]))
+    if s < 1:
+        img = F.interpolate(img[None], scale_factor=s, mode="bilinear", antialias=True, align_corners=False)[0]
+        boxes = boxes * s
+    return img.clamp(0, 1), boxes
 
 
 def init_images(face_items: Sequence[Sample], size: int = 128) -> dict[str, Tensor]:

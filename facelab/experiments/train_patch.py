@@ -1,0 +1,284 @@
+"""``facelab train-patch``: train one universal adversarial patch on WIDER FACE (Yang et al., §3.2, §4.2).
+
+The training itself is :class:`facelab.attacks.UniversalPatchAttack` (frozen victim, checked unchanged;
+patch gradient averaged across processes with ``all_reduce`` under ``torchrun``); the victim is loaded
+by :func:`facelab.experiments.universal_patches.load_detector` and the patch is initialised as in the
+chapter (:func:`~facelab.experiments.universal_patches.init_images`). WIDER train images are read
+lazily, one shard per process (a ``DistributedSampler``), and downscaled to ``--max-side`` as in the
+chapter's full-scale run.
+
+One process (CPU or one GPU)::
+
+    facelab train-patch --data-root /data/WIDER_FACE --victim sln --victim-checkpoint runs/sln/model.pt \\
+        --method patch_iou --epochs 100 --device cuda --out runs/patch_sln
+
+Several GPUs: ``torchrun --standalone --nproc_per_node 4 -m facelab train-patch ...`` (``--batch-size``
+is per process; gloo on CPU, NCCL on CUDA). Only rank 0 writes. After every epoch ``<out>/patch.pt``
+(a [3,128,128] tensor in [0,1], ``torch.load(..., weights_only=True)``), ``<out>/patch.png``,
+``<out>/optimizer.pt`` (Adam state) and ``<out>/state.json`` (epoch, settings, per-epoch loss) are
+replaced atomically; rerunning the same command resumes from them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
+
+__all__ = ["configure", "main", "train_patch", "victim_fingerprint", "INITS"]
+
+#: initialisations by name (as in the chapter's Table 1); any other value is read as an image file
+INITS = ("noise", "gray", "coffee", "rocket", "faceA", "faceB", "faceC")
+#: settings that must match to resume from ``<out>``
+_RESUME_KEYS = ("victim", "victim_fingerprint", "method", "init", "alpha", "location", "patch_size",
+                "score_margin_threshold", "iou_threshold", "max_side", "max_images", "seed")
+
+
+def configure(p: argparse.ArgumentParser) -> None:
+    from facelab.attacks import LOCATIONS, METHODS
+    from facelab.experiments.universal_patches import Config
+
+    d = Config()
+    p.add_argument("--data-root", required=True, help="WIDER FACE root (wider_face_split/, WIDER_train/); train split")
+    p.add_argument("--victim", default=d.victim,
+                   help="zoo name, 'module:callable', or the arch of a --victim-checkpoint from facelab train-detector")
+    p.add_argument("--victim-checkpoint", default=None, help="model.pt/last.pt of facelab train-detector, or a state dict")
+    p.add_argument("--method", choices=list(METHODS), default="patch_iou")
+    p.add_argument("--init", default="noise", help=f"one of {', '.join(INITS)}, or an image file")
+    p.add_argument("--alpha", type=float, default=d.alpha, help="patch side = alpha * sqrt(w*h) of the face")
+    p.add_argument("--location", choices=list(LOCATIONS), default=d.location)
+    p.add_argument("--epochs", type=int, default=100, help="total epochs (paper: 100); a rerun resumes")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="images per process and step")
+    p.add_argument("--lr", type=float, default=d.lr, help="Adam learning rate on the patch pixels")
+    p.add_argument("--delta", type=float, default=0.99, help="detection threshold δ (recorded; δ − m must be below it)")
+    p.add_argument("--score-margin-threshold", type=float, default=0.5, help="δ − m of Patch-Score/-Combination (paper 0.5)")
+    p.add_argument("--iou-threshold", type=float, default=0.6, help="Patch-IoU rule IoU(A, B) > this (paper 0.6)")
+    p.add_argument("--patch-size", type=int, default=d.patch_size)
+    p.add_argument("--max-side", type=int, default=d.max_side, help="WIDER images downscaled to this longest side")
+    p.add_argument("--max-images", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--workers", type=int, default=0, help="DataLoader workers per process (image decoding)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (under torchrun: cuda:LOCAL_RANK)")
+    p.add_argument("--out", required=True, help="output folder (patch.pt, patch.png, state.json); resumes if present")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bars")
+
+
+# -- data -----------------------------------------------------------------------------------------
+
+class _WiderTrain(Dataset):
+    """WIDER images read on demand, downscaled to ``max_side`` (as in
+    :func:`facelab.experiments.universal_patches.wider_samples`, which loads a whole split eagerly);
+    items ``(image [3,H,W], boxes [K,4])``."""
+
+    def __init__(self, root: str, max_images: int | None, max_side: int) -> None:
+        from facelab.data.wider import WiderFace
+
+        self.ds = WiderFace(root, "train")
+        n = len(self.ds) if max_images is None else min(len(self.ds), int(max_images))
+        # images without any face contribute nothing to L_adv: leave them out
+        self.index = [i for i in range(n) if len(self.ds.records[i].boxes_xywh)]
+        self.max_side = int(max_side)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, i: int) -> tuple[Tensor, Tensor]:
+        from facelab.experiments.universal_patches import downscale
+
+        img, boxes, _ = self.ds[self.index[i]]
+        return downscale(img, boxes, self.max_side)
+
+
+def _list_collate(batch: list) -> list:
+    return batch
+
+
+def _initial_patch(name: str, data: _WiderTrain, size: int, seed: int) -> Tensor:
+    from facelab.attacks import init_patch
+    from facelab.experiments.universal_patches import init_images
+
+    if name in ("noise", "gray"):
+        return init_patch(name, size, seed=seed)
+    if name in INITS:
+        faces = []
+        if name.startswith("face"):  # the chapter's FaceA/B/C: largest faces of (the first 64) training images
+            faces = [(im, b, torch.zeros(len(b), dtype=torch.bool)) for im, b in (data[i] for i in range(min(64, len(data))))]
+        inits = init_images(faces, size)
+        if name not in inits:
+            raise ValueError(f"--init {name}: the training images hold too few faces for it")
+        return inits[name]
+    path = Path(name)
+    if not path.is_file():
+        raise ValueError(f"--init {name!r}: not one of {', '.join(INITS)} and not an image file")
+    from facelab.data.images import load_image
+
+    return init_patch("image", size, image=load_image(path))
+
+
+# -- helpers --------------------------------------------------------------------------------------
+
+def victim_fingerprint(model: nn.Module) -> str:
+    """sha256 over the victim's state dict (names, dtypes, shapes, values): equal before and after training."""
+    h = hashlib.sha256()
+    for k, v in sorted(model.state_dict().items()):
+        t = v.detach().cpu().contiguous()
+        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+        h.update(t.view(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return h.hexdigest()
+
+
+def _dist_init(device: str) -> tuple[int, int, torch.device, bool]:
+    """Initialise the process group when launched by torchrun (RANK/WORLD_SIZE set): NCCL on CUDA, gloo on
+    CPU. Returns (rank, world, device, whether we initialised it)."""
+    import torch.distributed as dist
+
+    from facelab.io import default_device
+
+    dev = torch.device(default_device(None if device == "auto" else device))
+    ours = False
+    if "RANK" in os.environ and "WORLD_SIZE" in os.environ and not dist.is_initialized():
+        if dev.type == "cuda":
+            dev = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(dev)
+        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
+        ours = True
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), dev, ours
+    return 0, 1, dev, ours
+
+
+def _write_epoch(out: Path, patch: Tensor, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Replace patch.png, optimizer.pt, patch.pt, then state.json (the epoch marker), each atomically."""
+    from facelab.data.images import save_image
+    from facelab.io import atomic_write, write_json
+
+    p = patch.detach().cpu().clone()
+    save_image(out / "patch.png", p)
+    with atomic_write(out / "optimizer.pt", "wb") as f:
+        torch.save(optimizer.state_dict(), f)
+    with atomic_write(out / "patch.pt", "wb") as f:
+        torch.save(p, f)
+    write_json(out / "state.json", state)
+
+
+def _resume(out: Path, settings: dict) -> dict | None:
+    sf, pf = out / "state.json", out / "patch.pt"
+    if not sf.is_file():
+        return None
+    try:
+        state = json.loads(sf.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{sf}: cannot read the state to resume from ({e}); delete it or use another --out") from e
+    if not isinstance(state, dict) or "epoch" not in state or not pf.is_file():
+        raise ValueError(f"{sf}: not a train-patch state (needs 'epoch' and {pf.name} beside it); "
+                         "delete it or use another --out")
+    diff = {k: (state.get("settings", {}).get(k), v) for k, v in settings.items()
+            if k in _RESUME_KEYS and state.get("settings", {}).get(k) != v}
+    if diff:
+        raise ValueError(f"{sf}: written for other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
+                         "use another --out")
+    return state
+
+
+# -- the entry point ------------------------------------------------------------------------------
+
+def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> dict:
+    """Run ``facelab train-patch`` with parsed ``args`` (``victim``: an already loaded detector instead of
+    ``--victim``); returns the final state (the content of ``state.json``)."""
+    import torch.distributed as dist
+
+    from facelab.attacks import UniversalPatchAttack
+    from facelab.experiments.universal_patches import Config, load_detector
+
+    Config(delta=args.delta, score_margin_threshold=args.score_margin_threshold, epochs=args.epochs)  # validates
+    if not args.score_margin_threshold < args.delta:
+        raise ValueError(f"--score-margin-threshold {args.score_margin_threshold} must be below --delta {args.delta}")
+    if args.batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    rank, world, device, ours = _dist_init(args.device)
+    try:
+        torch.manual_seed(args.seed)
+        out = Path(args.out)
+        data = _WiderTrain(args.data_root, args.max_images, args.max_side)
+        if len(data) == 0:
+            raise ValueError(f"{args.data_root}: no training image with a face (max_images={args.max_images})")
+        det = victim if victim is not None else load_detector(args.victim, str(device), args.victim_checkpoint)
+        det = det.to(device).eval().requires_grad_(False)
+        fp = victim_fingerprint(det)
+        settings = {"victim": args.victim, "victim_checkpoint": args.victim_checkpoint, "victim_fingerprint": fp,
+                    "method": args.method, "init": args.init, "alpha": args.alpha, "location": args.location,
+                    "patch_size": args.patch_size, "lr": args.lr, "batch_size": args.batch_size, "delta": args.delta,
+                    "score_margin_threshold": args.score_margin_threshold, "iou_threshold": args.iou_threshold,
+                    "max_side": args.max_side, "max_images": args.max_images, "seed": args.seed,
+                    "data_root": str(args.data_root), "world_size": world, "images": len(data)}
+        state = _resume(out, settings)
+        init = torch.load(out / "patch.pt", map_location="cpu", weights_only=True) if state else \
+            _initial_patch(args.init, data, args.patch_size, args.seed)
+        atk = UniversalPatchAttack(det, args.method, alpha=args.alpha, location=args.location,
+                                   score_threshold=args.score_margin_threshold, iou_threshold=args.iou_threshold,
+                                   size=args.patch_size, init=init, lr=args.lr, seed=args.seed, device=device)
+        if state and (out / "optimizer.pt").is_file():
+            atk.optimizer.load_state_dict(torch.load(out / "optimizer.pt", map_location=device, weights_only=True))
+        start = int(state["epoch"]) if state else 0
+        history = list(state.get("history", [])) if state else []
+        if world > 1:  # every process starts from rank 0's patch
+            dist.broadcast(atk.patch.data, 0)
+        sampler = DistributedSampler(data, num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
+        loader = DataLoader(data, batch_size=args.batch_size, sampler=sampler, num_workers=args.workers,
+                            collate_fn=_list_collate)
+        bar = None
+        if rank == 0 and not args.no_progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=args.epochs, initial=min(start, args.epochs), desc=f"train-patch {args.method}")
+        state = {"epoch": start, "epochs": args.epochs, "settings": settings, "history": history}
+        if start == 0 and rank == 0:  # epoch 0: the initial patch (a resumable starting point)
+            _write_epoch(out, atk.patch, atk.optimizer, state)
+        for epoch in range(start + 1, args.epochs + 1):
+            sampler.set_epoch(epoch)
+            steps_before = len(atk.history)
+            atk.fit(loader, epochs=1, progress=bar is not None)  # frozen victim, checked unchanged
+            steps = atk.history[steps_before:]
+            tot = torch.tensor([sum(s.loss for s in steps), len(steps), sum(s.n for s in steps),
+                                sum(s.mean_score * s.n for s in steps)], dtype=torch.float64, device=device)
+            if world > 1:  # the epoch's statistics over all processes
+                dist.all_reduce(tot)
+            loss_sum, n_steps, n, score_sum = tot.tolist()
+            history.append({"epoch": epoch, "steps": int(n_steps), "loss": loss_sum / max(n_steps, 1),
+                            "n_adversarial": int(n), "mean_score": score_sum / max(n, 1)})
+            state = {"epoch": epoch, "epochs": args.epochs, "settings": settings, "history": history}
+            if rank == 0:
+                _write_epoch(out, atk.patch, atk.optimizer, state)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", n=int(n))
+        if bar is not None:
+            bar.close()
+        if victim_fingerprint(det) != fp:
+            raise RuntimeError("the victim detector changed during patch training")
+        return state
+    finally:
+        if ours:
+            dist.destroy_process_group()
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        state = train_patch(args)
+    except ValueError as e:  # bad arguments / data / resume state: a clear message, exit code 2
+        print(f"facelab train-patch: error: {e}", file=sys.stderr)
+        return 2
+    if int(os.environ.get("RANK", "0")) == 0:
+        h = state["history"][-1] if state["history"] else {}
+        print(f"epoch {state['epoch']}/{state['epochs']}"
+              + (f": loss {h['loss']:.4f}, adversarial samples {h['n_adversarial']}" if h else "")
+              + f"\npatch: {Path(args.out) / 'patch.pt'}  image: {Path(args.out) / 'patch.png'}  "
+              f"state: {Path(args.out) / 'state.json'}")
+    return 0
