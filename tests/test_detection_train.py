@@ -9,7 +9,8 @@ from torchvision.ops import box_iou
 
 from facelab.models.base import DenseOutput, FaceDetector
 from facelab.models.detection import build_detector
-from facelab.models.detection.wider_layout import open_wider, write_synthetic_wider
+from facelab.data.wider import WiderFace
+from facelab.models.detection.wider_layout import write_synthetic_wider
 
 torch.set_num_threads(1)
 
@@ -26,7 +27,7 @@ CASES = [
 def synthetic(tmp_path_factory):
     root = write_synthetic_wider(tmp_path_factory.mktemp("wider"), "train", n_images=4, size=(64, 64),
                                  face_sizes=(16, 36), seed=0)
-    ds = open_wider(root, "train")
+    ds = WiderFace(root, "train")
     assert len(ds) == 4
     images = torch.stack([ds[i][0] for i in range(4)])
     targets = [ds[i][1] for i in range(4)]

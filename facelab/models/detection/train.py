@@ -1,6 +1,6 @@
 """Training of the trainable face detectors on WIDER FACE (patch paper §3.1 "Training details").
 
-* data: WIDER FACE train split (:func:`~facelab.models.detection.wider_layout.open_wider`), random
+* data: WIDER FACE train split (:class:`facelab.data.wider.WiderFace`), random
   horizontal flip, scale jitter by 0.25·n with n uniform in {1, ..., 8}, then a random ``crop``×``crop``
   window (zero padded when the scaled image is smaller; faces whose centre leaves the window dropped);
 * optimization: SGD (momentum 0.9, weight decay 1e-4) on all parameters, lr 0.01 decayed ×0.1 at epochs
@@ -30,9 +30,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from facelab.data.wider import WiderFace
 from facelab.io import atomic_write, write_json
 from facelab.models.detection import build_detector
-from facelab.models.detection.wider_layout import open_wider
 
 __all__ = ["TrainConfig", "AugmentedDetectionSet", "train_detector", "load_trained", "lr_at", "collate"]
 
@@ -216,7 +216,7 @@ def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
         out.mkdir(parents=True, exist_ok=True)
     # a checkpoint of another model fails here, before the data is read or the model built
     resume = _resume_checkpoint(out / "last.pt", cfg)
-    base = dataset if dataset is not None else open_wider(cfg.data_root, cfg.split)
+    base = dataset if dataset is not None else WiderFace(cfg.data_root, cfg.split)
     data = AugmentedDetectionSet(base, cfg.crop, cfg.flip, cfg.jitter, cfg.seed)
     if len(data) < cfg.batch_size * world:
         raise ValueError(f"dataset has {len(data)} images, fewer than batch_size·world = {cfg.batch_size * world}")

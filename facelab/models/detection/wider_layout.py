@@ -1,6 +1,5 @@
-"""WIDER FACE folder layout helpers used by the detector training: a writer of small synthetic
-datasets in the official layout (tests, benchmarks) and a minimal reader used only when
-``facelab.data.wider`` is not available.
+"""A writer of small synthetic WIDER FACE datasets in the official layout (tests, benchmarks); the
+reader is :class:`facelab.data.wider.WiderFace`.
 
 Layout: ``<root>/WIDER_<split>/images/<event>/<file>.jpg`` and
 ``<root>/wider_face_split/wider_face_<split>_bbx_gt.txt`` with, per image, a path line, a count line,
@@ -15,10 +14,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
-from torch import Tensor
 
-__all__ = ["write_synthetic_wider", "MinimalWider", "open_wider"]
+__all__ = ["write_synthetic_wider"]
 
 
 def _draw_face(img: np.ndarray, x: int, y: int, s: int, rng: np.random.Generator) -> None:
@@ -62,55 +59,3 @@ def write_synthetic_wider(root: str | os.PathLike, split: str = "train", n_image
     ann.parent.mkdir(parents=True, exist_ok=True)
     ann.write_text("\n".join(lines) + "\n")
     return root
-
-
-class MinimalWider(torch.utils.data.Dataset):
-    """Minimal WIDER FACE reader: items (image [3,H,W] float RGB in [0,1], boxes [N,4] x1y1x2y2, info).
-
-    Faces flagged invalid or with a non-positive width/height are dropped.
-    """
-
-    def __init__(self, root: str | os.PathLike, split: str = "train") -> None:
-        self.root = Path(root)
-        ann = self.root / "wider_face_split" / f"wider_face_{split}_bbx_gt.txt"
-        if not ann.is_file():
-            raise FileNotFoundError(f"WIDER FACE annotations not found: {ann}")
-        self.image_dir = self.root / f"WIDER_{split}" / "images"
-        self.items: list[tuple[str, Tensor]] = []
-        tokens = ann.read_text().splitlines()
-        i = 0
-        while i < len(tokens):
-            rel = tokens[i].strip()
-            if not rel:
-                i += 1
-                continue
-            try:
-                n = int(tokens[i + 1])
-            except (IndexError, ValueError) as e:
-                raise ValueError(f"{ann}:{i + 2}: expected a face count after {rel!r}") from e
-            rows = [list(map(float, tokens[i + 2 + k].split()[:10])) for k in range(max(n, 1))]
-            i += 2 + max(n, 1)
-            b = torch.tensor([r[:4] for r in rows[:n] if r[7] == 0 and r[2] > 0 and r[3] > 0],
-                             dtype=torch.float32).reshape(-1, 4)
-            b[:, 2:] += b[:, :2]
-            self.items.append((rel, b))
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, i: int) -> tuple[Tensor, Tensor, dict]:
-        rel, boxes = self.items[i]
-        bgr = cv2.imread(str(self.image_dir / rel), cv2.IMREAD_COLOR)
-        if bgr is None:
-            raise FileNotFoundError(f"cannot read image {self.image_dir / rel}")
-        img = torch.from_numpy(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)).permute(2, 0, 1).float() / 255
-        return img, boxes.clone(), {"path": rel, "event": rel.split("/")[0]}
-
-
-def open_wider(root: str | os.PathLike, split: str = "train") -> torch.utils.data.Dataset:
-    """``facelab.data.wider.WiderFace(root, split)`` when that module exists, else :class:`MinimalWider`."""
-    try:
-        from facelab.data.wider import WiderFace  # type: ignore[import-not-found]
-    except ImportError:
-        return MinimalWider(root, split)
-    return WiderFace(root, split)
