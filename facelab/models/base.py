@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
-from torchvision.ops import batched_nms, nms
+from torchvision.ops import nms
 
 __all__ = ["DenseOutput", "Detections", "FaceDetector", "check_images", "check_image", "as_batches", "ImageList"]
 
@@ -134,8 +134,3 @@ class FaceDetector(nn.Module):
             for b in range(batch.shape[0]):
                 results.append(self.postprocess(out.boxes[b], out.scores[b], thr))
         return results
-
-
-def class_agnostic_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou: float) -> Tensor:
-    """torchvision's batched NMS (re-exported for detectors that need per-group NMS)."""
-    return batched_nms(boxes, scores, idxs, iou)
