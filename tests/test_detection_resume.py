@@ -72,7 +72,7 @@ def _ddp_worker(rank: int, world: int, port: int, root: str, out: str) -> None:
     model, _ = train_detector(cfg)
     flat = torch.cat([p.detach().flatten() for p in model.parameters()])
     torch.save(flat, os.path.join(out, f"rank{rank}.pt"))
-    torch.distributed.destroy_process_group()
+    assert not torch.distributed.is_initialized()  # train_detector destroyed the group it created
 
 
 def test_ddp_gloo_two_processes(root, tmp_path):
@@ -134,3 +134,13 @@ def test_resume_with_another_model_fails_before_building(tmp_path, monkeypatch):
     (out / "last.pt").write_text("garbage")
     with pytest.raises(ValueError, match=r"last\.pt: cannot read the checkpoint"):
         train_detector(cfg)
+
+
+def test_distributed_setup_without_torchrun_is_single_process(monkeypatch):
+    from facelab import distributed
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert distributed.world() == (0, 1)
+    assert distributed.setup("cpu") == (0, 1, torch.device("cpu"), False)
+    assert distributed.setup("auto")[2].type == ("cuda" if torch.cuda.is_available() else "cpu")
+    distributed.teardown(False)  # nothing was created: nothing to destroy

@@ -7,12 +7,12 @@
 """
 
 from facelab.attacks.base import Attack, ModelChangedError, frozen
-from facelab.attacks.patch import EOT, LOCATIONS, init_patch, partial_mask, paste_patch, paste_patch_batch, patch_boxes
+from facelab.attacks.patch import EOT, LOCATIONS, init_patch, partial_mask, paste_patch, patch_boxes
 from facelab.attacks.sample_sets import METHODS, adversarial_loss, select_samples
 from facelab.attacks.universal_patch import StepStats, UniversalPatchAttack
 
 __all__ = [
     "Attack", "ModelChangedError", "frozen", "EOT", "LOCATIONS", "init_patch", "partial_mask", "paste_patch",
-    "paste_patch_batch", "patch_boxes", "METHODS", "adversarial_loss", "select_samples", "StepStats",
+    "patch_boxes", "METHODS", "adversarial_loss", "select_samples", "StepStats",
     "UniversalPatchAttack",
 ]

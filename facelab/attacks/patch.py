@@ -28,7 +28,6 @@ __all__ = [
     "EOT",
     "patch_boxes",
     "paste_patch",
-    "paste_patch_batch",
     "init_patch",
     "partial_mask",
 ]
@@ -143,14 +142,6 @@ def paste_patch(image: Tensor, patch: Tensor, gt_boxes: Tensor, alpha: float = 0
             box = torch.cat([c - half, c + half])
         out = _paste_one(out, patch, box, mask, rot, br)
     return out
-
-
-def paste_patch_batch(images: Tensor | Sequence[Tensor], patch: Tensor, gt_boxes: Sequence[Tensor], **kwargs):
-    """:func:`paste_patch` over a batch [B,3,H,W] (returns a tensor) or a list of images (returns a list)."""
-    if len(images) != len(gt_boxes):
-        raise ValueError(f"gt_boxes: expected one box tensor per image ({len(images)}), got {len(gt_boxes)}")
-    out = [paste_patch(im, patch, b, **kwargs) for im, b in zip(images, gt_boxes)]
-    return torch.stack(out) if isinstance(images, Tensor) else out
 
 
 def init_patch(kind: str | Tensor = "noise", size: int = 128, image: Tensor | None = None,

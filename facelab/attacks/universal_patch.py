@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from facelab import distributed
 from facelab.attacks.base import Attack, frozen
 from facelab.attacks.patch import EOT, LOCATIONS, init_patch, paste_patch, patch_boxes
 from facelab.attacks.sample_sets import METHODS, adversarial_loss, select_samples
@@ -36,12 +37,6 @@ class StepStats:
     loss: float
     n: int
     mean_score: float
-
-
-def _dist_world() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
 
 
 class UniversalPatchAttack(Attack):
@@ -119,7 +114,7 @@ class UniversalPatchAttack(Attack):
             loss.backward()
         if self.patch.grad is None:
             self.patch.grad = torch.zeros_like(self.patch)
-        rank, world = _dist_world()
+        _, world = distributed.world()
         if world > 1:
             torch.distributed.all_reduce(self.patch.grad, op=torch.distributed.ReduceOp.SUM)
             self.patch.grad /= world
@@ -143,13 +138,12 @@ class UniversalPatchAttack(Attack):
         return StepStats(tot / max(n, 1), n, ssum / max(n, 1))
 
     def fit(self, data: Sequence[Sample] | Any, epochs: int = 1, batch_size: int = 4, *,
-            snapshots: Sequence[int] = (), progress: bool = False,
-            callback: Callable[[int, StepStats], None] | None = None) -> dict[int, Tensor]:
+            snapshots: Sequence[int] = (), progress: bool = False) -> dict[int, Tensor]:
         """Train for ``epochs`` passes over ``data`` (a sequence of (image, boxes) or any iterable of
         such batches, e.g. a DataLoader with a list collate). Returns ``{epoch: patch copy}`` for the
         epochs in ``snapshots`` (0 = the initial patch). Raises ``ModelChangedError`` if the victim
         model changed during training."""
-        rank, world = _dist_world()
+        rank, world = distributed.world()
         is_seq = isinstance(data, Sequence)
         if is_seq and world > 1:
             data = list(data)[rank::world]
@@ -175,8 +169,6 @@ class UniversalPatchAttack(Attack):
                     if bar is not None:
                         bar.update(1)
                         bar.set_postfix(loss=f"{st.loss:.3f}", n=st.n)
-                if callback is not None:
-                    callback(ep, self.history[-1] if self.history else StepStats(0.0, 0, 0.0))
                 if ep in snapshots:
                     snaps[ep] = self.patch.detach().cpu().clone()
         if bar is not None:

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from facelab import distributed
 from facelab.data.wider import WiderFace
 from facelab.io import atomic_write, write_json
 from facelab.models.detection import build_detector
@@ -186,31 +187,23 @@ def _resume_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
     return ck
 
 
-def _dist_setup(cfg: TrainConfig) -> tuple[int, int, torch.device]:
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and (cfg.device is None or str(cfg.device).startswith("cuda"))
-        dist.init_process_group("nccl" if use_cuda else "gloo")
-    rank = dist.get_rank() if dist.is_initialized() else 0
-    world = dist.get_world_size() if dist.is_initialized() else 1
-    if cfg.device is not None:
-        device = torch.device(cfg.device)
-    else:
-        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.type == "cuda" and world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    return rank, world, device
-
-
 def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
                    on_epoch_end: Callable[[int, dict], None] | None = None) -> tuple[nn.Module, list[dict]]:
     """Train (or resume training of) a detector; returns (model in eval mode, per-epoch summaries).
 
     ``dataset``: items (image [3,H,W] in [0,1], boxes [N,4] x1y1x2y2, info); default: WIDER FACE
-    ``cfg.split`` under ``cfg.data_root``. Run under ``torchrun --nproc_per_node=K`` for DDP.
+    ``cfg.split`` under ``cfg.data_root``. Run under ``torchrun --nproc_per_node=K`` for DDP; a process
+    group created here is destroyed again on return.
     """
-    rank, world, device = _dist_setup(cfg)
+    rank, world, device, created = distributed.setup(cfg.device)
+    try:
+        return _train(cfg, dataset, on_epoch_end, rank, world, device)
+    finally:
+        distributed.teardown(created)
+
+
+def _train(cfg: TrainConfig, dataset: Dataset | None, on_epoch_end: Callable[[int, dict], None] | None,
+           rank: int, world: int, device: torch.device) -> tuple[nn.Module, list[dict]]:
     out = Path(cfg.out_dir)
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
