@@ -38,11 +38,11 @@ test: assets
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 chapters: assets
-	$(PY) -m facelab run all --out $(RUN)
+	$(PY) -m facelab run all --root "$(CURDIR)" --out $(RUN)
 
 # the HTML book from the fresh runs: _build/html/index.html (build time in _build/book-build.json)
 book: chapters
-	$(PY) -m facelab book --runs $(RUN)
+	$(PY) -m facelab book --root "$(CURDIR)" --runs $(RUN)
 
 lab: assets
 	$(VENV)/bin/jupyter lab notebooks/

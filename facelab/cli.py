@@ -13,8 +13,8 @@ import sys
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "assets": ("facelab.assets_cli", "fetch or verify the pinned model weights and photos"),
-    "run": ("facelab.book_cli:run", "run a chapter notebook headless with papermill into a run folder"),
-    "book": ("facelab.book_cli:book", "build the HTML book (Jupyter Book 1.x) into _build/html"),
+    "run": ("facelab.book.run", "run a chapter notebook headless with papermill into a run folder"),
+    "book": ("facelab.book.build", "build the HTML book (Jupyter Book 1.x) into _build/html"),
     "train-detector": ("facelab.models.detection.cli", "train SLN/SSD/RetinaNet/Faster R-CNN on WIDER FACE"),
     "eval-detector": ("facelab.experiments.detector_eval", "evaluate a trained detector checkpoint on WIDER FACE val (AP, P/R@delta)"),
     "wider-eval": ("facelab.metrics.cli_wider", "official WIDER FACE val AP (easy/medium/hard/all) of a prediction folder"),

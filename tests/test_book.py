@@ -15,7 +15,9 @@ import nbformat
 import pytest
 import yaml
 
-from facelab import book_cli, book_status
+from facelab.book import build as book_build
+from facelab.book import project
+from facelab.book import status as book_status
 
 ROOT = Path(__file__).resolve().parents[1]
 # a 1x1 red PNG
@@ -70,30 +72,30 @@ def test_toc_drops_missing_entries_and_empty_parts(tmp_path):
     toc_path.write_text(yaml.safe_dump({"format": "jb-book", "root": "book/intro", "parts": [
         {"caption": "A", "chapters": [{"file": "book/a"}, {"file": "notebooks/01_x"}]},
         {"caption": "B", "chapters": [{"file": "book/missing"}]}]}))
-    toc, dropped = book_cli.stage_toc(toc_path, tmp_path, [])
+    toc, dropped = book_build.stage_toc(toc_path, tmp_path, [])
     assert dropped == ["notebooks/01_x", "book/missing"]
     assert toc["parts"] == [{"caption": "A", "chapters": [{"file": "book/a"}]}]
-    with pytest.raises(book_cli.BookError, match="02_y not in the table of contents"):
-        book_cli.stage_toc(toc_path, tmp_path, ["02_y"])
+    with pytest.raises(book_build.BookError, match="02_y not in the table of contents"):
+        book_build.stage_toc(toc_path, tmp_path, ["02_y"])
 
 
 def test_repo_toc_lists_every_page_and_committed_notebook():
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())
-    files = book_cli._toc_files(toc)
+    files = book_build._toc_files(toc)
     pages = {f"book/{p.stem}" for p in (ROOT / "book").glob("*.md")} | {"book/status"}
     assert pages <= set(files) | {toc["root"]}, "a page in book/ is missing from _toc.yml"
-    for stem in book_cli.chapters(ROOT / "notebooks"):
+    for stem in project.chapters(ROOT / "notebooks"):
         assert f"notebooks/{stem}" in files
 
 
 def test_check_notebook_refuses_saved_errors(tmp_path):
-    book_cli.check_notebook(tiny_chapter(tmp_path / "ok.ipynb"))
-    book_cli.check_notebook(tiny_chapter(tmp_path / "tagged.ipynb", error=True, tag_error=True))
-    with pytest.raises(book_cli.BookError, match="code cell 4 has a saved error output.*ZeroDivisionError"):
-        book_cli.check_notebook(tiny_chapter(tmp_path / "bad.ipynb", error=True))
+    book_build.check_notebook(tiny_chapter(tmp_path / "ok.ipynb"))
+    book_build.check_notebook(tiny_chapter(tmp_path / "tagged.ipynb", error=True, tag_error=True))
+    with pytest.raises(book_build.BookError, match="code cell 4 has a saved error output.*ZeroDivisionError"):
+        book_build.check_notebook(tiny_chapter(tmp_path / "bad.ipynb", error=True))
     (tmp_path / "junk.ipynb").write_text("{not json")
-    with pytest.raises(book_cli.BookError, match="junk.ipynb: not a valid notebook"):
-        book_cli.check_notebook(tmp_path / "junk.ipynb")
+    with pytest.raises(book_build.BookError, match="junk.ipynb: not a valid notebook"):
+        book_build.check_notebook(tmp_path / "junk.ipynb")
 
 
 def test_stage_uses_executed_notebooks_of_a_run(tmp_path):
@@ -107,14 +109,14 @@ def test_stage_uses_executed_notebooks_of_a_run(tmp_path):
     (runs / "01_universal_patches" / "results.json").write_text(json.dumps({"created": "now", "paper_comparison": [
         {"quantity": "recall", "paper": 0.2, "ours": 0.25, "note": "Table 1"}]}))
     src = tmp_path / "src"
-    log = book_cli.stage(root, src, runs)
+    log = book_build.stage(root, src, runs)
     assert any("rendering the executed notebook" in line for line in log)
     assert "# Executed version" in (src / "notebooks" / "01_universal_patches.ipynb").read_text()
     status = (src / "book" / "status.md").read_text()
     assert "## Chapter 1:" in status and "| recall | 0.2 | 0.25 | +0.05 | Table 1 |" in status
     toc = yaml.safe_load((src / "_toc.yml").read_text())
-    assert "notebooks/01_universal_patches" in book_cli._toc_files(toc)
-    assert "book/part2" in book_cli._toc_files(toc)
+    assert "notebooks/01_universal_patches" in book_build._toc_files(toc)
+    assert "book/part2" in book_build._toc_files(toc)
 
 
 # ---------------------------------------------------------------------------------- status page
@@ -182,7 +184,7 @@ def test_sanitize_file_masks_volatile_text_only():
 
 
 def test_committed_notebooks_follow_the_conventions():
-    for path in book_cli.chapters(ROOT / "notebooks").values():
+    for path in project.chapters(ROOT / "notebooks").values():
         nb = nbformat.read(str(path), as_version=4)
         assert nb.metadata.get("kernelspec", {}).get("name") == "facelab", path.name
         code = [c for c in nb.cells if c.cell_type == "code"]
@@ -192,7 +194,7 @@ def test_committed_notebooks_follow_the_conventions():
             f"{path.name}: committed without outputs; commit it executed at its defaults (book/contributing.md)"
         assert any(c.source.lstrip().startswith("# NBVAL_CHECK_OUTPUT") for c in code), \
             f"{path.name}: no key-result cell marked # NBVAL_CHECK_OUTPUT"
-        book_cli.check_notebook(path)
+        book_build.check_notebook(path)
 
 
 # ---------------------------------------------------------------------------------- real builds
@@ -205,7 +207,7 @@ def test_book_builds_with_a_chapter_status_and_bibliography(tmp_path):
     (card_dir / "results.json").write_text(json.dumps({"created": "2026-01-01T00:00:00Z", "paper_comparison": [
         {"quantity": "recall (Easy), Patch-IoU", "paper": 2.7, "ours": 3.1, "note": "Table 1"}]}))
     out = tmp_path / "out"
-    assert book_cli.build(root, out, runs=root / "runs" / "default", quiet=True) == 0
+    assert book_build.build(root, out, runs=root / "runs" / "default", quiet=True) == 0
     html = out / "_build" / "html"
     chapter = (html / "notebooks" / "01_universal_patches.html").read_text()
     assert "Tiny patches chapter" in chapter and "<img" in chapter
@@ -262,13 +264,16 @@ def test_missing_reference_or_broken_notebook_fails_the_build(tmp_path, monkeypa
         shutil.copy2(ROOT / item, root / item)
     (root / "_toc.yml").write_text("format: jb-book\nroot: book/intro\n")
     (root / "book" / "intro.md").write_text("# Intro\n\nSee {cite:p}`no_such_key_2099`.\n")
-    monkeypatch.setattr(book_cli, "ROOT", root)
+    (root / "notebooks").mkdir()
     out = tmp_path / "out"
-    assert cli.main(["book", "--out", str(out), "-q"]) != 0  # Sphinx warning -> error (-W)
+    assert cli.main(["book", "--root", str(root), "--out", str(out), "-q"]) != 0  # Sphinx warning -> error (-W)
     assert "FAILED" in capsys.readouterr().err
-    # a saved error output is refused before Sphinx runs: exit code 2, naming the notebook and cell
+    # a saved error output is refused before Sphinx runs: exit code 2, naming the notebook and cell;
+    # the root is found from the environment this time
     (root / "book" / "intro.md").write_text("# Intro\n")
     tiny_chapter(root / "notebooks" / "01_universal_patches.ipynb", error=True)
+    monkeypatch.setenv(project.ENV_VAR, str(root))
+    monkeypatch.chdir(tmp_path)
     assert cli.main(["book", "--out", str(out), "-q"]) == 2
     assert "01_universal_patches.ipynb: code cell 4 has a saved error output" in capsys.readouterr().err
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from facelab import book_cli
+from facelab.book import build as book_build
 
 ROOT = Path(__file__).resolve().parents[1]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,7 +40,7 @@ def _chromium() -> str:
 def site(tmp_path_factory):
     """The book built now from the current sources, served on a free port of 127.0.0.1."""
     out = tmp_path_factory.mktemp("book")
-    assert book_cli.build(ROOT, out, quiet=True) == 0, "facelab book failed (see the output above)"
+    assert book_build.build(ROOT, out, quiet=True) == 0, "facelab book failed (see the output above)"
     html = out / "_build" / "html"
 
     class Quiet(http.server.SimpleHTTPRequestHandler):
@@ -138,14 +138,14 @@ def test_mathjax_is_the_local_pinned_copy(site):
     from facelab import assets
 
     _, html = site
-    local = html / "_static" / book_cli.MATHJAX_ASSET
-    assert local.is_file() and assets.sha256_of(local) == assets.REGISTRY[book_cli.MATHJAX_ASSET].sha256
+    local = html / "_static" / book_build.MATHJAX_ASSET
+    assert local.is_file() and assets.sha256_of(local) == assets.REGISTRY[book_build.MATHJAX_ASSET].sha256
     loaders = 0
     for page in html.rglob("*.html"):
         srcs = re.findall(r'<script[^>]*\bsrc="([^"]*mathjax[^"]*)"', page.read_text(encoding="utf-8"), flags=re.I)
         assert all("://" not in u and not u.startswith("//") for u in srcs), f"{page.name} loads MathJax remotely: {srcs}"
         for u in srcs:
-            assert u.split("?")[0].endswith("_static/" + book_cli.MATHJAX_ASSET), f"{page.name}: unexpected {u}"
+            assert u.split("?")[0].endswith("_static/" + book_build.MATHJAX_ASSET), f"{page.name}: unexpected {u}"
             assert (page.parent / u.split("?")[0]).resolve() == local.resolve()
         loaders += len(srcs) == 1
     assert loaders > 0, "no page loads MathJax"

@@ -1,15 +1,20 @@
-"""facelab run: parameter validation before anything runs, papermill execution into a run folder."""
+"""facelab run: the project root, parameter validation before anything runs, papermill execution into a
+run folder."""
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
 import pytest
 
-from facelab import book_cli, cli
-from facelab.runner import ParameterError, declared_parameters, validate
+from facelab import cli
+from facelab.book.project import ENV_VAR, ProjectRootError, find_root
+from facelab.book.runner import ParameterError, declared_parameters, validate
 
 PARAMS = '''n = 3  # number of steps
 lr = 0.5
@@ -44,11 +49,19 @@ def make_notebook(path: Path, params: str = PARAMS, body: str = BODY) -> Path:
     return path
 
 
+def make_root(root: Path) -> Path:
+    """A project root: ``_config.yml`` and ``notebooks/``."""
+    (root / "notebooks").mkdir(parents=True, exist_ok=True)
+    (root / "_config.yml").write_text("title: tiny\n")
+    return root
+
+
 @pytest.fixture
 def chapter(tmp_path, monkeypatch):
-    nbdir = tmp_path / "notebooks"
-    nb = make_notebook(nbdir / "01_tiny.ipynb")
-    monkeypatch.setattr(book_cli, "NOTEBOOKS", nbdir)
+    """A project root with one chapter, found from the current folder (the root itself)."""
+    make_root(tmp_path)
+    nb = make_notebook(tmp_path / "notebooks" / "01_tiny.ipynb")
+    monkeypatch.delenv(ENV_VAR, raising=False)
     monkeypatch.chdir(tmp_path)
     return nb
 
@@ -101,9 +114,9 @@ def test_cli_list_parameters(chapter, capsys):
     assert "n " in out and "int" in out and "number of steps" in out
 
 
-def test_cli_no_chapters_is_not_an_error(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(book_cli, "NOTEBOOKS", tmp_path / "empty")
-    assert cli.main(["run", "all", "--out", str(tmp_path / "runs")]) == 0
+def test_cli_no_chapters_is_not_an_error(tmp_path, capsys):
+    root = make_root(tmp_path / "empty")
+    assert cli.main(["run", "all", "--root", str(root), "--out", str(tmp_path / "runs")]) == 0
     assert "no chapter notebook has landed" in capsys.readouterr().out
 
 
@@ -132,11 +145,120 @@ def test_cli_relative_data_paths_resolve_against_the_callers_folder(chapter, tmp
 
 
 def test_cli_failing_notebook_exits_1_and_keeps_output(tmp_path, monkeypatch, capsys):
-    nbdir = tmp_path / "notebooks"
-    make_notebook(nbdir / "02_broken.ipynb", params="out_dir = 'x'\n", body="raise RuntimeError('boom')\n")
-    monkeypatch.setattr(book_cli, "NOTEBOOKS", nbdir)
+    root = make_root(tmp_path / "project")
+    make_notebook(root / "notebooks" / "02_broken.ipynb", params="out_dir = 'x'\n", body="raise RuntimeError('boom')\n")
+    monkeypatch.setenv(ENV_VAR, str(root))
     assert cli.main(["run", "2", "--out", str(tmp_path / "runs")]) == 1
     assert "boom" in capsys.readouterr().err
     run = tmp_path / "runs" / "02_broken"
     assert (run / "02_broken.ipynb").is_file()
     assert json.loads((run / "parameters.json").read_text())["status"].startswith("failed")
+
+
+# ---------------------------------------------------------------------------------- project root
+
+def test_find_root_order_root_option_env_then_upward_search(tmp_path, monkeypatch):
+    a, b = make_root(tmp_path / "a"), make_root(tmp_path / "b")
+    deep = a / "notebooks" / "sub" / "dir"
+    deep.mkdir(parents=True)
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(deep)
+    assert find_root() == a.resolve()  # upward from the current folder
+    monkeypatch.setenv(ENV_VAR, str(b))
+    assert find_root() == b.resolve()  # the environment wins over the search
+    assert find_root(a) == a.resolve()  # --root wins over both
+    with pytest.raises(ProjectRootError, match=rf"--root {tmp_path}: .* is not a facelab project root "
+                                               r"\(a folder holding _config.yml and notebooks/ was looked for\)"):
+        find_root(tmp_path)
+    monkeypatch.setenv(ENV_VAR, str(tmp_path / "nowhere"))
+    with pytest.raises(ProjectRootError, match=f"{ENV_VAR}=.*nowhere.*_config.yml and notebooks/"):
+        find_root()
+
+
+def test_cli_without_a_project_root_names_what_it_looked_for(tmp_path, monkeypatch, capsys):
+    (tmp_path / "notebooks").mkdir()  # notebooks/ alone (no _config.yml) is not a root
+    monkeypatch.delenv(ENV_VAR, raising=False)
+    monkeypatch.chdir(tmp_path)
+    if any((p / "_config.yml").is_file() and (p / "notebooks").is_dir() for p in tmp_path.parents):
+        pytest.skip("the temporary folder lies inside a project root")
+    assert cli.main(["run", "1", "--list-parameters"]) == 2
+    err = capsys.readouterr().err
+    assert "no facelab project root found" in err and "_config.yml and notebooks/" in err
+    assert f"--root DIR or set {ENV_VAR}=DIR" in err
+    assert cli.main(["book", "--root", str(tmp_path)]) == 2
+    assert "is not a facelab project root" in capsys.readouterr().err
+
+
+def test_installed_cli_runs_from_another_folder_with_the_env_var(chapter, tmp_path):
+    """``python -m facelab run`` started elsewhere (as from an installed package) finds the root via
+    FACELAB_ROOT, and via --root."""
+    elsewhere = tmp_path.parent / f"{tmp_path.name}-elsewhere"
+    elsewhere.mkdir()
+    env = {**os.environ, ENV_VAR: str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "facelab", "run", "1", "--list-parameters"], cwd=elsewhere, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "01_tiny.ipynb:" in r.stdout and "number of steps" in r.stdout
+    env.pop(ENV_VAR)
+    r = subprocess.run([sys.executable, "-m", "facelab", "run", "1", "--root", str(tmp_path), "--list-parameters"],
+                       cwd=elsewhere, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "01_tiny.ipynb:" in r.stdout, r.stderr
+
+
+# ---------------------------------------------------------------------------------- comments
+
+TRICKY = '''out_dir = "../runs/default/02_tricky"
+iou_threshold = 0.5  # the victim's rule = SSD's (0.5); "quoted" too
+epochs: int = 12     # paper: 100 = one epoch per step
+name = "it's # not a comment"  # a string holding # and '
+sizes = [16,   # first line of a list
+         32]   # the list's help
+seed = 0
+'''
+
+
+def test_parameters_with_apostrophes_and_equals_in_comments(tmp_path):
+    nb = make_notebook(tmp_path / "notebooks" / "02_tricky.ipynb", params=TRICKY, body="print(iou_threshold)\n")
+    d = declared_parameters(nb)
+    assert list(d) == ["out_dir", "iou_threshold", "epochs", "name", "sizes", "seed"]
+    assert (d["iou_threshold"].type, d["iou_threshold"].default) == ("float", "0.5")
+    assert d["iou_threshold"].help == "the victim's rule = SSD's (0.5); \"quoted\" too"
+    assert (d["epochs"].type, d["epochs"].help) == ("int", "paper: 100 = one epoch per step")
+    assert d["name"].default == '"it\'s # not a comment"' and d["name"].help == "a string holding # and '"
+    assert d["sizes"].help == "the list's help" and d["seed"].help == ""
+    assert d["sizes"].default == "[16, 32]" and d["sizes"].type == "list"
+    assert validate(nb, {"iou_threshold": "0.6", "epochs": "3"}) == {"iou_threshold": 0.6, "epochs": 3}
+
+
+def test_cli_list_parameters_prints_every_parameter_with_type_default_and_help(tmp_path, capsys):
+    root = make_root(tmp_path)
+    make_notebook(root / "notebooks" / "02_tricky.ipynb", params=TRICKY, body="print(iou_threshold)\n")
+    assert cli.main(["run", "2", "--root", str(root), "--list-parameters"]) == 0
+    lines = {ln.split()[0]: ln for ln in capsys.readouterr().out.splitlines()[1:]}
+    assert list(lines) == ["out_dir", "iou_threshold", "epochs", "name", "sizes", "seed"]
+    assert lines["iou_threshold"].split()[1:4] == ["float", "default", "0.5"]
+    assert lines["iou_threshold"].endswith("# the victim's rule = SSD's (0.5); \"quoted\" too")
+    assert lines["epochs"].split()[1:4] == ["int", "default", "12"]
+    assert "set by the runner from --out" in lines["out_dir"]
+
+
+def test_run_never_calls_papermills_parameter_parser(tmp_path, monkeypatch):
+    """papermill's PythonTranslator.inspect misreads such comments; the run must not depend on it."""
+    from papermill.translators import PythonTranslator
+
+    def refuse(cls, cell):
+        raise AssertionError("papermill's parameter parser was called")
+
+    monkeypatch.setattr(PythonTranslator, "inspect", classmethod(refuse))
+    root = make_root(tmp_path)
+    make_notebook(root / "notebooks" / "02_tricky.ipynb", params=TRICKY,
+                  body="print(iou_threshold, epochs, name, sizes)\n")
+    monkeypatch.chdir(root)
+    assert cli.main(["run", "2", "-p", "iou_threshold", "0.6", "-p", "epochs", "3", "--out", "runs/t"]) == 0
+    executed = nbformat.read(str(root / "runs" / "t" / "02_tricky" / "02_tricky.ipynb"), as_version=4)
+    injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+    assert len(injected) == 1 and executed.cells.index(injected[0]) == 2  # right after the parameters cell
+    outs = [o.get("text", "") for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert "0.6 3 it's # not a comment [16, 32]" in "".join(outs)
+    assert executed.metadata.papermill["parameters"]["epochs"] == 3
+    assert executed.metadata.papermill["input_path"] == str((root / "notebooks" / "02_tricky.ipynb").resolve())

@@ -1,8 +1,10 @@
-"""``facelab run CHAPTER`` (papermill) and ``facelab book`` (Jupyter Book 1.x HTML).
+"""``facelab book``: the HTML book (Jupyter Book 1.x) of the project root's sources.
 
-``facelab book`` never builds the repository in place: it stages a copy of the sources into
+The project root is ``--root``, else ``$FACELAB_ROOT``, else the nearest folder at or above the current
+one holding ``_config.yml`` and ``notebooks/`` (:func:`facelab.book.project.find_root`).
+``facelab book`` never builds the root in place: it stages a copy of the sources into
 ``<out>/_build/src`` where it (1) swaps in the executed notebooks of ``--runs DIR`` when given,
-(2) generates ``book/status.md`` from the results cards (:mod:`facelab.book_status`), (3) writes a
+(2) generates ``book/status.md`` from the results cards (:mod:`facelab.book.status`), (3) writes a
 ``_toc.yml`` without the entries whose file does not exist yet (chapters not landed) and refuses a
 chapter notebook that the toc does not list, (4) refuses a notebook with a saved error output,
 (5) copies the pinned MathJax (asset ``mathjax/tex-svg-full.js``) to where ``_config.yml`` loads it
@@ -23,9 +25,8 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = ROOT / "notebooks"
-KERNEL = "facelab"
+from facelab.book.project import ProjectRootError, chapters, find_root
+
 _SUFFIXES = (".md", ".ipynb", ".rst", ".myst")
 MATHJAX_ASSET = "mathjax/tex-svg-full.js"  # facelab.assets name; also its path below the HTML's _static/
 
@@ -33,81 +34,6 @@ MATHJAX_ASSET = "mathjax/tex-svg-full.js"  # facelab.assets name; also its path 
 class BookError(RuntimeError):
     """The book's sources are inconsistent (toc, notebooks); raised before Sphinx runs."""
 
-
-# --------------------------------------------------------------------------------------- run
-
-def chapters(notebooks: Path | None = None) -> dict[str, Path]:
-    """Chapter notebooks by stem (``01_universal_patches``), in book order."""
-    return {p.stem: p for p in sorted(Path(notebooks or NOTEBOOKS).glob("[0-9][0-9]_*.ipynb"))}
-
-
-def resolve(chapter: str, notebooks: Path | None = None) -> list[Path]:
-    """``all`` | ``1`` | ``01`` | ``01_universal_patches`` | ``01_universal_patches.ipynb`` -> notebooks."""
-    found = chapters(notebooks)
-    if chapter == "all":
-        return list(found.values())
-    for stem, path in found.items():
-        if chapter in (stem, stem[:2], stem[:2].lstrip("0"), path.name):
-            return [path]
-    raise LookupError(f"unknown chapter {chapter!r}; choose 'all' or one of {', '.join(found) or '(none landed yet)'}")
-
-
-def configure_run(p: argparse.ArgumentParser) -> None:
-    p.add_argument("chapter", help="chapter number (1), notebook stem (01_universal_patches) or 'all'")
-    p.add_argument("-p", "--parameter", nargs=2, action="append", default=[], metavar=("NAME", "VALUE"),
-                   help="override a notebook parameter (repeatable); VALUE is parsed as YAML (1, 0.5, true, text)")
-    p.add_argument("--out", default="runs/latest", help="run folder; each chapter writes <out>/<stem>/ (default: runs/latest)")
-    p.add_argument("--kernel", default=KERNEL, help="Jupyter kernel name (default: the project's own, 'facelab')")
-    p.add_argument("--list-parameters", action="store_true", help="print the chapter's parameters and exit")
-
-
-def run_main(args: argparse.Namespace) -> int:
-    from facelab.runner import ParameterError, declared_parameters, run_chapter, validate
-
-    try:
-        notebooks = resolve(args.chapter)
-    except LookupError as e:
-        print(f"facelab run: error: {e}", file=sys.stderr)
-        return 2
-    if not notebooks:
-        print("facelab run: no chapter notebook has landed yet (notebooks/NN_*.ipynb); nothing to run")
-        return 0
-    if args.list_parameters:
-        for nb in notebooks:
-            print(f"{nb.name}:")
-            for prm in declared_parameters(nb).values():
-                print(f"  {prm.name:<24} {prm.type + (' | None' if prm.optional and prm.type != 'any' else ''):<14} "
-                      f"default {prm.default}{'   # ' + prm.help if prm.help else ''}")
-        return 0
-    overrides: dict[str, str] = {}
-    for name, value in args.parameter:
-        if name in overrides:
-            print(f"facelab run: error: parameter {name!r} given twice", file=sys.stderr)
-            return 2
-        overrides[name] = value
-    try:  # every chapter's parameters are checked before the first one runs
-        for nb in notebooks:
-            validate(nb, overrides)
-    except ParameterError as e:
-        print(f"facelab run: error: {e}", file=sys.stderr)
-        return 2
-    failed = []
-    for nb in notebooks:
-        out = Path(args.out) / nb.stem
-        print(f"facelab run: {nb.name} -> {out}/", flush=True)
-        try:
-            run_chapter(nb, out, overrides, kernel=args.kernel)
-        except Exception as e:  # papermill's execution error names the failing cell
-            print(f"facelab run: {nb.name} failed ({type(e).__name__}); executed notebook kept in {out}/\n{e}",
-                  file=sys.stderr)
-            failed.append(nb.stem)
-    if failed:
-        print(f"facelab run: failed: {', '.join(failed)}", file=sys.stderr)
-        return 1
-    return 0
-
-
-# --------------------------------------------------------------------------------------- book
 
 def _toc_files(node) -> list[str]:
     out = []
@@ -217,7 +143,7 @@ def stage_mathjax(src: Path) -> list[str]:
 
 def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
     """Copy the book sources of ``root`` into ``src`` and prepare them; returns log lines."""
-    from facelab import book_status
+    from facelab.book import status
 
     log = []
     if src.exists():
@@ -246,8 +172,8 @@ def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
     for path in staged.values():
         check_notebook(path)
     search = [Path(runs)] if runs is not None else []
-    statuses = book_status.collect(search, notebooks=root / "notebooks")
-    (src / "book" / "status.md").write_text(book_status.render(statuses), encoding="utf-8")
+    statuses = status.collect(search, notebooks=root / "notebooks")
+    (src / "book" / "status.md").write_text(status.render(statuses, root), encoding="utf-8")
     toc, dropped = stage_toc(root / "_toc.yml", src, list(staged))
     (src / "_toc.yml").write_text(yaml.safe_dump(toc, sort_keys=False, allow_unicode=True), encoding="utf-8")
     if dropped:
@@ -255,9 +181,10 @@ def stage(root: Path, src: Path, runs: Path | None = None) -> list[str]:
     return log
 
 
-def build(root: Path = ROOT, out: Path = ROOT, runs: Path | None = None, quiet: bool = False) -> int:
-    """Stage and build ``<out>/_build/html``; 0 on success, Sphinx's exit code otherwise."""
-    out = Path(out).resolve()
+def build(root: Path, out: Path | None = None, runs: Path | None = None, quiet: bool = False) -> int:
+    """Stage the sources of the project ``root`` and build ``<out>/_build/html`` (``out`` default: ``root``);
+    0 on success, Sphinx's exit code otherwise."""
+    out = Path(out if out is not None else root).resolve()
     src = out / "_build" / "src"
     t0 = time.perf_counter()
     for line in stage(Path(root).resolve(), src, Path(runs).resolve() if runs else None):
@@ -279,17 +206,22 @@ def build(root: Path = ROOT, out: Path = ROOT, runs: Path | None = None, quiet: 
     return rc or 1
 
 
-def configure_book(p: argparse.ArgumentParser) -> None:
+def configure(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", default=None,
                    help="render the executed notebooks and results cards of this run folder (e.g. runs/main) "
                         "instead of the committed notebooks")
-    p.add_argument("--out", default=str(ROOT), help="folder that receives _build/html (default: the repository)")
+    p.add_argument("--out", default=None, help="folder that receives _build/html (default: the project root)")
+    p.add_argument("--root", default=None,
+                   help="project root holding _config.yml and notebooks/ (default: $FACELAB_ROOT, else searched "
+                        "upward from the current folder)")
     p.add_argument("-q", "--quiet", action="store_true", help="less Sphinx output")
 
 
-def book_main(args: argparse.Namespace) -> int:
+def main(args: argparse.Namespace) -> int:
     try:
-        return build(ROOT, Path(args.out), Path(args.runs) if args.runs else None, quiet=args.quiet)
-    except BookError as e:
+        root = find_root(args.root)
+        return build(root, Path(args.out) if args.out else root, Path(args.runs) if args.runs else None,
+                     quiet=args.quiet)
+    except (BookError, ProjectRootError) as e:
         print(f"facelab book: error: {e}", file=sys.stderr)
         return 2

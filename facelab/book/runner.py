@@ -5,6 +5,12 @@ Each parameter's type comes from its annotation (``epochs: int = 100``) or else 
 (``epochs = 100`` -> int, ``lr = 0.01`` -> float, ``root = None`` -> anything). An override given on
 the command line (``-p epochs 3``) is parsed as YAML and must fit that type; an unknown name or a
 wrong type raises :class:`ParameterError` before any file is written or any kernel started.
+
+The parameters cell is read with Python's own parser (``ast`` and ``tokenize``), never with papermill's
+line-by-line regex (``PythonTranslator.inspect``), which drops or misreads a parameter whose ``#``
+comment holds an ``=`` or quotes (``iou_threshold = 0.5  # the victim's rule = SSD's``). For the same
+reason :func:`run_chapter` injects the parameters and executes the notebook with papermill's pieces
+rather than ``papermill.execute_notebook``, which runs that inspection whenever parameters are given.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class ParameterError(ValueError):
 class Parameter:
     name: str
     type: str  # int | float | bool | str | list | dict | any
-    default: str  # source text of the default
+    default: str  # source text of the default (normalised to one line when it spans several)
     optional: bool  # None is accepted
     help: str = ""
 
@@ -69,18 +75,20 @@ def _type_of_default(default: str) -> tuple[str, bool]:
     return "any", True
 
 
-def _help_comment(line: str) -> str:
-    """The ``# comment`` at the end of a source line (outside string literals), else ''."""
+def _comments(source: str) -> dict[int, str]:
+    """Line number -> text of the ``#`` comment on that line (tokens, so ``#`` or quotes in strings and
+    apostrophes in comments are read right)."""
     import io
     import tokenize
 
+    out: dict[int, str] = {}
     try:
-        for tok in tokenize.generate_tokens(io.StringIO(line).readline):
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
             if tok.type == tokenize.COMMENT:
-                return tok.string.lstrip("#").strip()
+                out[tok.start[0]] = tok.string.lstrip("#").strip()
     except (tokenize.TokenError, IndentationError, SyntaxError):
         pass
-    return ""
+    return out
 
 
 def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, Parameter]:
@@ -89,7 +97,7 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
         tree = ast.parse(source)
     except SyntaxError as e:
         raise ParameterError(f"{where}: line {e.lineno}: not valid Python: {e.msg}") from None
-    lines = source.splitlines()
+    comments = _comments(source)
     out: dict[str, Parameter] = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
@@ -98,9 +106,12 @@ def parse_parameters(source: str, where: str = "parameters cell") -> dict[str, P
             name, annotation, value = node.target.id, ast.unparse(node.annotation), node.value
         else:
             continue  # imports, expressions: not parameters
-        default = ast.get_source_segment(source, value) or ast.unparse(value)
+        segment = ast.get_source_segment(source, value)  # as written; a multi-line value on one line
+        default = segment if segment and "\n" not in segment else ast.unparse(value)
         tname, optional = _type_of_annotation(annotation) if annotation else _type_of_default(default)
-        out[name] = Parameter(name, tname, default, optional, _help_comment(lines[node.end_lineno - 1]))
+        # help: the comment at the end of the assignment, else on its first line (a multi-line value)
+        help_text = comments.get(node.end_lineno) or comments.get(node.lineno, "")
+        out[name] = Parameter(name, tname, default, optional, help_text)
     return out
 
 
@@ -174,6 +185,28 @@ def _absolute_if_path(value: Any) -> Any:
     return value
 
 
+def _execute(notebook: Path, out_nb: Path, params: dict[str, Any], kernel: str, progress_bar: bool) -> None:
+    """``papermill.execute_notebook`` minus its parameter inspection (see the module docstring): inject
+    ``params`` after the cell tagged ``parameters``, run in the notebook's folder, save into ``out_nb``
+    (also after every cell), raise ``PapermillExecutionError`` on a failing cell."""
+    from papermill.engines import papermill_engines
+    from papermill.execute import prepare_notebook_metadata, raise_for_execution_errors, remove_error_markers
+    from papermill.iorw import load_notebook_node, write_ipynb
+    from papermill.parameterize import parameterize_notebook
+    from papermill.utils import chdir
+
+    nb = load_notebook_node(str(notebook))
+    if params:
+        nb = parameterize_notebook(nb, params, kernel_name=kernel, language="python")
+    nb = remove_error_markers(prepare_notebook_metadata(nb, str(notebook), str(out_nb)))
+    with chdir(str(notebook.parent)):
+        nb = papermill_engines.execute_notebook_with_engine(
+            None, nb, kernel_name=kernel, input_path=str(notebook), output_path=str(out_nb),
+            progress_bar=progress_bar, log_output=False, start_timeout=60, stdout_file=None, stderr_file=None)
+    raise_for_execution_errors(nb, str(out_nb))
+    write_ipynb(nb, str(out_nb))
+
+
 def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, Any], kernel: str = "facelab",
                 progress_bar: bool = True) -> Path:
     """Execute ``notebook`` into ``out_dir/<notebook name>``; ``out_dir`` is passed as parameter ``out_dir``.
@@ -186,8 +219,6 @@ def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, 
     :class:`ParameterError` before anything is written; papermill's ``PapermillExecutionError`` when a
     cell fails (the executed notebook, with the error, is still saved for inspection).
     """
-    import papermill
-
     notebook = Path(notebook).resolve()
     params = validate(notebook, overrides)
     out_dir = Path(out_dir).resolve()  # papermill runs in notebooks/: a relative path would land there
@@ -200,8 +231,7 @@ def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, 
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     t0 = time.perf_counter()
     try:
-        papermill.execute_notebook(str(notebook), str(out_nb), parameters=params, kernel_name=kernel,
-                                   cwd=str(notebook.parent), progress_bar=progress_bar)
+        _execute(notebook, out_nb, params, kernel, progress_bar)
         record["status"] = "ok"
     except Exception as e:
         record["status"] = f"failed: {type(e).__name__}"
