@@ -9,9 +9,15 @@ import importlib
 
 from torch import nn
 
-from facelab.models.base import DenseOutput, Detections, FaceDetector, check_image, check_images
+from facelab.models.base import (
+    DenseOutput, Detections, FaceClassifier, FaceDetector, FaceEmbedder, align_faces, check_image, check_images,
+    crop_boxes,
+)
 
-__all__ = ["load", "MODELS", "DenseOutput", "Detections", "FaceDetector", "check_image", "check_images"]
+__all__ = [
+    "load", "MODELS", "DenseOutput", "Detections", "FaceDetector", "FaceClassifier", "FaceEmbedder", "check_image",
+    "check_images", "crop_boxes", "align_faces",
+]
 
 #: name -> "module:builder" (builder(**kwargs) returns the pretrained model)
 MODELS: dict[str, str] = {

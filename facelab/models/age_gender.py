@@ -5,6 +5,11 @@ Input: face crops [B,3,H,W] RGB in [0,1] (padded to a centred square, resized to
 bilinear, normalised with face-api's mean RGB / 255). Output: ``age`` [B] in years and ``gender``
 [B,2] softmax probabilities (male, female); face-api reports ``gender = male if p_male > 0.5`` and
 ``genderProbability = max(p_male, 1 - p_male)``.
+
+As a :class:`~facelab.models.base.FaceClassifier`: :meth:`AgeGenderNet.as_classifier` (or
+:func:`gender_classifier`) gives :class:`GenderClassifier`, whose ``forward`` returns the gender logits
+[B,2] over ``labels = ["male", "female"]`` (softmax; the class is the argmax, i.e. male iff p_male > 0.5,
+face-api's rule) and whose ``age(crops)`` gives the age regression [B] of the same backbone.
 """
 
 from __future__ import annotations
@@ -16,11 +21,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelab.models.base import FaceClassifier
 from facelab.models.faceapi_backbones import TinyXception
 from facelab.models.faceapi_crop import crop_face, to_net_input
 from facelab.models.faceapi_weights import load_faceapi_weights
 
-__all__ = ["AgeGenderNet", "age_gender", "predict"]
+__all__ = ["GENDER_LABELS", "AgeGenderNet", "GenderClassifier", "age_gender", "gender_classifier", "predict"]
+
+#: order of the gender head's outputs
+GENDER_LABELS = ("male", "female")
 
 
 class AgeGenderNet(nn.Module):
@@ -51,6 +60,10 @@ class AgeGenderNet(nn.Module):
         age, gender = self(crop[None])
         return float(age[0]), float(gender[0, 0])
 
+    def as_classifier(self) -> "GenderClassifier":
+        """This net's gender head as a :class:`FaceClassifier` (shares the weights)."""
+        return GenderClassifier(self)
+
     def load_faceapi(self, w: dict[str, Tensor]) -> "AgeGenderNet":
         self.backbone.load(w)
         with torch.no_grad():
@@ -60,9 +73,39 @@ class AgeGenderNet(nn.Module):
         return self.to(memory_format=torch.channels_last)  # channels-last convolutions are faster on CPU
 
 
+class GenderClassifier(FaceClassifier):
+    """:class:`AgeGenderNet`'s gender head: face crops -> logits [B,2] over ("male", "female"), softmax.
+
+    The age head of the same forward pass is :meth:`age` (years, [B]); :meth:`outputs` gives both.
+    """
+
+    multilabel = False
+
+    def __init__(self, net: AgeGenderNet):
+        super().__init__()
+        self.net = net
+        self.labels = list(GENDER_LABELS)
+
+    def forward(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        return self.net.logits(images)[1]
+
+    def age(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        """Age regression [B] in years."""
+        return self.net.logits(images)[0]
+
+    def outputs(self, images: Tensor | Sequence[Tensor]) -> tuple[Tensor, Tensor]:
+        """(age [B], gender logits [B,2]) from one forward pass."""
+        return self.net.logits(images)
+
+
 def age_gender() -> AgeGenderNet:
     """Pretrained face-api age/gender net ("age_gender_model"), eval mode."""
     return AgeGenderNet().load_faceapi(load_faceapi_weights("age_gender_model")).eval()
+
+
+def gender_classifier() -> GenderClassifier:
+    """Pretrained face-api age/gender net as a gender :class:`FaceClassifier`, eval mode."""
+    return age_gender().as_classifier().eval()
 
 
 @functools.lru_cache(maxsize=1)

@@ -3,6 +3,11 @@
 Port of faceExpressionNet/FaceExpressionNet.ts + faceProcessor/FaceProcessor.ts of @vladmandic/face-api
 1.7.15. Input: face crops [B,3,H,W] RGB in [0,1] (centred square pad, TF legacy bilinear resize to 112x112,
 face-api mean RGB / 255). Output: [B,7] probabilities in :data:`LABELS` order.
+
+As a :class:`~facelab.models.base.FaceClassifier`: :meth:`FaceExpressionNet.as_classifier` (or
+:func:`expression_classifier`) gives :class:`ExpressionClassifier`, whose ``forward`` returns the 7
+pre-softmax logits over ``labels = LABELS``; the expression is the argmax of the softmax (face-api's
+``asSortedArray()[0]``).
 """
 
 from __future__ import annotations
@@ -14,11 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelab.models.base import FaceClassifier
 from facelab.models.faceapi_backbones import FaceFeatureExtractor
 from facelab.models.faceapi_crop import crop_face, to_net_input
 from facelab.models.faceapi_weights import load_faceapi_weights
 
-__all__ = ["LABELS", "FaceExpressionNet", "expression", "predict"]
+__all__ = ["LABELS", "FaceExpressionNet", "ExpressionClassifier", "expression", "expression_classifier", "predict"]
 
 #: output order (faceExpressionNet/FaceExpressions.ts FACE_EXPRESSION_LABELS)
 LABELS = ("neutral", "happy", "sad", "angry", "fearful", "disgusted", "surprised")
@@ -47,6 +53,10 @@ class FaceExpressionNet(nn.Module):
         crop, _ = crop_face(image, box)
         return self(crop[None])[0]
 
+    def as_classifier(self) -> "ExpressionClassifier":
+        """This net as a :class:`FaceClassifier` returning logits (shares the weights)."""
+        return ExpressionClassifier(self)
+
     def load_faceapi(self, w: dict[str, Tensor]) -> "FaceExpressionNet":
         self.backbone.load(w)
         with torch.no_grad():
@@ -55,9 +65,28 @@ class FaceExpressionNet(nn.Module):
         return self.to(memory_format=torch.channels_last)  # channels-last convolutions are faster on CPU
 
 
+class ExpressionClassifier(FaceClassifier):
+    """:class:`FaceExpressionNet` as a classifier: face crops -> logits [B,7] over :data:`LABELS`, softmax."""
+
+    multilabel = False
+
+    def __init__(self, net: FaceExpressionNet):
+        super().__init__()
+        self.net = net
+        self.labels = list(LABELS)
+
+    def forward(self, images: Tensor | Sequence[Tensor]) -> Tensor:
+        return self.net.logits(images)
+
+
 def expression() -> FaceExpressionNet:
     """Pretrained face-api expression net ("face_expression_model"), eval mode."""
     return FaceExpressionNet().load_faceapi(load_faceapi_weights("face_expression_model")).eval()
+
+
+def expression_classifier() -> ExpressionClassifier:
+    """Pretrained face-api expression net as a :class:`FaceClassifier`, eval mode."""
+    return expression().as_classifier().eval()
 
 
 @functools.lru_cache(maxsize=1)

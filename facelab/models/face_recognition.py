@@ -4,6 +4,10 @@ Port of faceRecognitionNet/FaceRecognitionNet.ts (+ convLayer.ts, residualLayer.
 @vladmandic/face-api 1.7.15. Input: face crops [B,3,H,W] RGB in [0,1]; each is zero-padded to a centred
 square, resized to 150x150 (TF legacy bilinear), normalised ``(x*255 - [122.782,117.001,104.298]) / 255``.
 Two faces match when the Euclidean distance of their descriptors is below 0.6 (face-api's FaceMatcher default).
+
+A :class:`~facelab.models.base.FaceEmbedder`: ``net(crops)`` -> descriptors [B,128] (not unit-norm),
+``net.distance`` (Euclidean), ``net.threshold`` (0.6), ``net.match(a, b)``; ``net.describe(image, box)``
+crops a face from a photo as face-api does.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from facelab.models.base import FaceEmbedder
 from facelab.models.faceapi_crop import crop_face, to_net_input
 from facelab.models.faceapi_weights import load_faceapi_weights
 
@@ -86,10 +91,13 @@ _LAYERS = [  # (tfjs name, cin, cout, down)
 ]  # fmt: skip
 
 
-class FaceRecognitionNet(nn.Module):
-    """face crops [B,3,H,W] (or a list of [3,h,w]) in [0,1] -> descriptors [B,128]."""
+class FaceRecognitionNet(FaceEmbedder):
+    """face crops [B,3,H,W] (or a list of [3,h,w]) in [0,1] -> descriptors [B,128] (dlib-style, not unit-norm)."""
 
     input_size = 150
+    threshold = 0.6  # face-api FaceMatcher's default distanceThreshold
+    metric = "euclidean"  # face-api euclideanDistance
+    normalize = False
 
     def __init__(self):
         super().__init__()

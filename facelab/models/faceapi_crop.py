@@ -28,6 +28,7 @@ __all__ = [
     "MEAN_RGB",
     "clip_box",
     "crop_face",
+    "crop_faces",
     "pad_to_square",
     "centred_padding",
     "to_net_input",
@@ -72,6 +73,14 @@ def crop_face(
     image = check_image(image, name)
     x, y, w, h = clip_box(box, image.shape[2], image.shape[1])
     return image[:, y : y + h, x : x + w], (x, y, w, h)
+
+
+def crop_faces(image: Tensor, boxes: Tensor | Sequence[Sequence[float]], name: str = "image") -> list[Tensor]:
+    """face-api crops of several ``boxes`` [K,4] (x1 y1 x2 y2) of ``image`` [3,H,W]: a list of [3,h,w] views.
+
+    The face-api nets take this list directly (``net(crops)``); gradients flow back to ``image``.
+    """
+    return [crop_face(image, box, name)[0] for box in boxes]
 
 
 def centred_padding(height: int, width: int) -> tuple[int, int, int, int]:
