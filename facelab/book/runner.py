@@ -7,10 +7,11 @@ the command line (``-p epochs 3``) is parsed as YAML and must fit that type; an 
 wrong type raises :class:`ParameterError` before any file is written or any kernel started.
 
 The parameters cell is read with Python's own parser (``ast`` and ``tokenize``), never with papermill's
-line-by-line regex (``PythonTranslator.inspect``), which drops or misreads a parameter whose ``#``
-comment holds an ``=`` or quotes (``iou_threshold = 0.5  # the victim's rule = SSD's``). For the same
-reason :func:`run_chapter` injects the parameters and executes the notebook with papermill's pieces
-rather than ``papermill.execute_notebook``, which runs that inspection whenever parameters are given.
+line-by-line regex (``PythonTranslator.inspect``), which drops a parameter whose comment holds an ``=``
+(``iou_threshold = 0.5  # the victim's rule = SSD's``) and cuts a string default at a ``#`` inside it.
+For the same reason :func:`run_chapter` injects the parameters and executes the notebook with
+papermill's pieces rather than ``papermill.execute_notebook``, which runs that inspection whenever
+parameters are given (and warns about every name it dropped).
 """
 
 from __future__ import annotations
