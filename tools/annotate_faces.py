@@ -1,4 +1,4 @@
-"""One-off tool that built facelab/data/annotations/faces.json (the embedded face set).
+"""One-off tool that built facelab/data/annotations/faces.json and extra_faces.json (the embedded face sets).
 
 Step 1 (``propose``): run facenet-pytorch's ``MTCNN(keep_all=True)`` (the pip package, not facelab.models,
 to keep facelab.data below the model layer) on the nine bundled photos and write a draft annotation:
@@ -11,6 +11,14 @@ labels Male/Smiling/Eyeglasses/Young were filled in by looking at each face (``n
 
     python tools/annotate_faces.py propose --out /tmp/faces_draft.json [--threshold 0.9]
     python tools/annotate_faces.py draw --ann facelab/data/annotations/faces.json --out-dir /tmp/faces_check
+
+The extra set (face_recognition's test photos, ``--set extra``) was made the same way; ``propose --set extra``
+also writes 68 landmarks from face-api's FaceLandmark68Net (facelab.models.landmarks68) inside each MTCNN
+box, ``draw`` shows them (small cyan dots) and adds a zoomed tile per face. Its labels are CelebA's 40
+attributes given by hand (``null`` = unsure), and ``identity`` the person's name.
+
+    python tools/annotate_faces.py propose --set extra --out /tmp/extra_draft.json
+    python tools/annotate_faces.py draw --ann facelab/data/annotations/extra_faces.json --out-dir /tmp/extra_check
 
 ``propose`` never overwrites the committed file unless ``--out`` points at it and ``--force`` is given.
 """
@@ -29,22 +37,26 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from facelab.data.faces import ANNOTATION_FILE, PHOTOS  # noqa: E402
+from facelab.data.celeba import CELEBA_ATTRIBUTES  # noqa: E402
+from facelab.data.faces import ANNOTATION_FILE, EXTRA_ANNOTATION_FILE, EXTRA_PHOTOS, PHOTOS  # noqa: E402
 from facelab.data.images import load_asset_image, to_uint8  # noqa: E402
 from facelab.io import write_json  # noqa: E402
 
 LABELS = ("Male", "Smiling", "Eyeglasses", "Young")
 
 
-def propose(out: Path, threshold: float, force: bool) -> None:
+def propose(out: Path, threshold: float, force: bool, which: str = "core") -> None:
     from facenet_pytorch import MTCNN
 
-    if out.resolve() == ANNOTATION_FILE.resolve() and out.exists() and not force:
+    extra = which == "extra"
+    if out.resolve() in (ANNOTATION_FILE.resolve(), EXTRA_ANNOTATION_FILE.resolve()) and out.exists() and not force:
         raise SystemExit(f"{out} exists (hand-checked); pass --force to overwrite it")
     torch.set_num_threads(1)
     mtcnn = MTCNN(keep_all=True, device="cpu")
+    if extra:
+        from facelab.models.landmarks68 import predict as predict68
     photos, faces = [], []
-    for photo_id, asset in PHOTOS.items():
+    for photo_id, asset in (EXTRA_PHOTOS if extra else PHOTOS).items():
         img = load_asset_image(asset)
         h, w = img.shape[1:]
         photos.append({"photo_id": photo_id, "asset": asset, "width": int(w), "height": int(h)})
@@ -59,17 +71,22 @@ def propose(out: Path, threshold: float, force: bool) -> None:
         for k, i in enumerate(keep):
             box = [round(float(v), 1) for v in boxes[i]]
             box = [max(0.0, box[0]), max(0.0, box[1]), min(float(w), box[2]), min(float(h), box[3])]
-            faces.append({
+            rec = {
                 "face_id": f"{photo_id}-{k}",
                 "photo_id": photo_id,
                 "box": box,
                 "landmarks5": [[round(float(x), 1), round(float(y), 1)] for x, y in points[i]],
                 "mtcnn_prob": round(float(probs[i]), 4),
                 "source": "mtcnn",
-                "labels": {name: None for name in LABELS},
-            })
+                "labels": {name: None for name in (CELEBA_ATTRIBUTES if extra else LABELS)},
+            }
+            if extra:
+                lm68 = predict68(img, torch.tensor(boxes[i], dtype=torch.float32)).numpy()
+                rec["identity"] = None  # given by hand
+                rec["landmarks68"] = [[round(float(x), 1), round(float(y), 1)] for x, y in lm68]
+            faces.append(rec)
         print(f"{photo_id}: {len(keep)} faces (of {len(boxes)} proposals, probs {np.round(np.sort(probs)[::-1], 3).tolist()})")
-    write_json(out, {"version": 1, "photos": photos, "faces": faces})
+    write_json(out, {"version": 2 if extra else 1, "photos": photos, "faces": faces})
     print(f"wrote {out}: {len(photos)} photos, {len(faces)} faces")
 
 
@@ -83,9 +100,16 @@ def draw(ann: Path, out_dir: Path, max_side: int) -> None:
             colour = (0, 255, 0) if f["source"] == "mtcnn" else (255, 0, 255)
             lw = max(1, img.width // 400)
             d.rectangle(f["box"], outline=colour, width=lw)
+            for x, y in f.get("landmarks68") or []:
+                d.ellipse([x - lw, y - lw, x + lw, y + lw], fill=(0, 200, 255))
             for x, y in f["landmarks5"] or []:
                 d.ellipse([x - 2 * lw, y - 2 * lw, x + 2 * lw, y + 2 * lw], fill=(255, 0, 0))
             d.text((f["box"][0], max(0, f["box"][1] - 12)), f["face_id"].split("-")[-1], fill=colour)
+        for f in (f for f in data["faces"] if f["photo_id"] == photo["photo_id"] and f.get("landmarks68")):
+            x1, y1, x2, y2 = f["box"]  # zoomed tile: 68 points are too small to judge on the whole photo
+            m = 0.2 * max(x2 - x1, y2 - y1)
+            img.crop((int(x1 - m), int(y1 - m), int(x2 + m), int(y2 + m))).resize((512, 512)).save(
+                out_dir / f"{f['face_id']}_zoom.png")
         scale = max_side / max(img.size)
         if scale < 1:
             img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BILINEAR)
@@ -100,13 +124,14 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("--out", type=Path, required=True)
     a.add_argument("--threshold", type=float, default=0.9)
     a.add_argument("--force", action="store_true")
+    a.add_argument("--set", dest="which", choices=("core", "extra"), default="core")
     b = sub.add_parser("draw")
     b.add_argument("--ann", type=Path, default=ANNOTATION_FILE)
     b.add_argument("--out-dir", type=Path, required=True)
     b.add_argument("--max-side", type=int, default=1200)
     args = p.parse_args(argv)
     if args.cmd == "propose":
-        propose(args.out, args.threshold, args.force)
+        propose(args.out, args.threshold, args.force, args.which)
     else:
         draw(args.ann, args.out_dir, args.max_side)
 

@@ -28,6 +28,7 @@ import functools
 import json
 import math
 import random
+import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -37,12 +38,14 @@ import torch
 import torch.nn.functional as F
 from skimage.transform import SimilarityTransform
 
+from facelab.data.celeba import CELEBA_ATTRIBUTES
 from facelab.data.errors import DatasetFormatError
 from facelab.data.images import load_asset_image
 
 __all__ = [
     "ANNOTATION_FILE", "PHOTOS", "ATTRIBUTES", "TEST_PHOTOS", "ARCFACE_TEMPLATE_112",
     "FaceRecord", "Photo", "FaceSplit", "View", "FaceSet", "bundled_faces", "augment", "align_face",
+    "EXTRA_ANNOTATION_FILE", "EXTRA_PHOTOS", "extra_faces", "all_faces",
 ]
 
 ANNOTATION_FILE = Path(__file__).with_name("annotations") / "faces.json"
@@ -51,6 +54,14 @@ PHOTOS: dict[str, str] = {
     "t1": "insightface/t1.jpg",
     "tom_hanks": "insightface/Tom_Hanks_54745.png",
     "astronaut": "skimage/astronaut.png",
+}
+EXTRA_ANNOTATION_FILE = ANNOTATION_FILE.with_name("extra_faces.json")
+#: The extra set's photos: face_recognition 1.3.0's test photos (see facelab.assets for source and licence).
+EXTRA_PHOTOS: dict[str, str] = {
+    "obama": "face_recognition/obama.jpg",
+    "obama2": "face_recognition/obama2.jpg",
+    "obama3": "face_recognition/obama3.jpg",
+    "biden": "face_recognition/biden.jpg",
 }
 ATTRIBUTES = ("Male", "Smiling", "Eyeglasses", "Young")
 TEST_PHOTOS = ("sample2", "sample6", "tom_hanks")
@@ -73,6 +84,8 @@ class FaceRecord:
     labels: dict[str, bool | None]
     source: str  # "mtcnn" (proposal kept after checking) or "hand"
     note: str = ""
+    identity: str = ""  # the person; in the core file (one photo per person) the face_id itself
+    landmarks68: np.ndarray | None = None  # [68, 2] (x, y), iBUG 68-point order (extra set only)
 
 
 @dataclasses.dataclass
@@ -138,8 +151,13 @@ def _load_photo(asset: str) -> torch.Tensor:
     return load_asset_image(asset)
 
 
-def _fail(file: Path, msg: str) -> None:
-    raise DatasetFormatError(file, None, msg)
+def _fail(file: Path, msg: str, line: int | None = None) -> None:
+    raise DatasetFormatError(file, line, msg)
+
+
+def _record_lines(text: str, key: str) -> list[int]:
+    """1-based line of each ``"key":`` occurrence, in file order (one per record for ``face_id``)."""
+    return [text.count("\n", 0, m.start()) + 1 for m in re.finditer(rf'"{re.escape(key)}"\s*:', text)]
 
 
 class FaceSet:
@@ -155,58 +173,118 @@ class FaceSet:
     # ---- loading -------------------------------------------------------------------------------
     @classmethod
     def load(cls, path: str | Path | None = None) -> FaceSet:
-        """Read and validate an annotation file (default: the committed ``annotations/faces.json``)."""
+        """Read and validate an annotation file (default: the committed ``annotations/faces.json``).
+
+        Version 1 (``faces.json``): labels :data:`ATTRIBUTES`, one photo per person (identity = face id).
+        Version 2 (``extra_faces.json``): every face has an ``identity``, all 40 CelebA attribute names as
+        labels (``true``/``false``/``null`` = unsure) and optionally ``landmarks68``. Errors name the file and
+        the line of the offending record; nothing is returned (or cached) from a file with an error.
+        """
         file = Path(path) if path is not None else ANNOTATION_FILE
         try:
-            data = json.loads(file.read_text())
+            text = file.read_text()
+            data = json.loads(text)
         except FileNotFoundError:
             raise DatasetFormatError(file, None, "annotation file not found") from None
         except json.JSONDecodeError as e:
             raise DatasetFormatError(file, e.lineno, f"invalid JSON: {e.msg}") from None
         if not isinstance(data, dict) or "photos" not in data or "faces" not in data:
-            _fail(file, "expected an object with 'photos' and 'faces'")
+            _fail(file, "expected an object with 'photos' and 'faces'", 1)
+        version = data.get("version", 1)
+        if version not in (1, 2):
+            _fail(file, f"unknown annotation version {version!r} (expected 1 or 2)", 1)
+        face_lines = _record_lines(text, "face_id")
+        n_photo_keys = len(_record_lines(text, "photo_id"))
+        photo_lines = _record_lines(text, "photo_id")[: max(0, n_photo_keys - len(data["faces"]))]
+
+        def line(lines: list[int], i: int) -> int | None:
+            return lines[i] if i < len(lines) else None
+
         photos_raw: dict[str, dict] = {}
         for i, p in enumerate(data["photos"]):
             try:
                 pid, asset, w, h = p["photo_id"], p["asset"], int(p["width"]), int(p["height"])
             except (KeyError, TypeError, ValueError) as e:
-                _fail(file, f"photos[{i}]: missing or bad field ({e})")
+                _fail(file, f"photos[{i}]: missing or bad field ({e})", line(photo_lines, i))
             if pid in photos_raw:
-                _fail(file, f"photos[{i}]: duplicate photo_id {pid!r}")
+                _fail(file, f"photos[{i}]: duplicate photo_id {pid!r}", line(photo_lines, i))
             photos_raw[pid] = dict(asset=asset, width=w, height=h)
         faces: list[FaceRecord] = []
         seen: set[str] = set()
         for i, f in enumerate(data["faces"]):
             where = f"faces[{i}] ({f.get('face_id', '?') if isinstance(f, dict) else '?'})"
+            lno = line(face_lines, i)
             try:
                 fid, pid = str(f["face_id"]), str(f["photo_id"])
                 box = tuple(float(v) for v in f["box"])
                 lm = np.asarray(f["landmarks5"], dtype=np.float64)
-                labels = {a: f["labels"][a] for a in ATTRIBUTES}
+                raw_labels = f["labels"]
+                if not isinstance(raw_labels, dict):
+                    raise TypeError("labels must be an object")
+                if version == 1:
+                    labels = {a: raw_labels[a] for a in ATTRIBUTES}
+                    identity = fid
+                    lm68 = None
+                else:
+                    identity = f["identity"]
+                    lm68 = f.get("landmarks68")
+                    lm68 = None if lm68 is None else np.asarray(lm68, dtype=np.float64)
                 src = str(f["source"])
             except (KeyError, TypeError, ValueError) as e:
-                _fail(file, f"{where}: missing or bad field ({e})")
+                _fail(file, f"{where}: missing or bad field ({e})", lno)
+            if version == 2:
+                unknown = [a for a in raw_labels if a not in CELEBA_ATTRIBUTES]
+                if unknown:
+                    _fail(file, f"{where}: unknown attribute name(s) {unknown} (CelebA's 40 names only)", lno)
+                if len(raw_labels) != len(CELEBA_ATTRIBUTES):
+                    missing = [a for a in CELEBA_ATTRIBUTES if a not in raw_labels]
+                    _fail(file, f"{where}: {len(raw_labels)} labels, expected all {len(CELEBA_ATTRIBUTES)} CelebA "
+                                f"attributes (missing: {', '.join(missing)}); write null for unsure", lno)
+                labels = {a: raw_labels[a] for a in CELEBA_ATTRIBUTES}
+                if not isinstance(identity, str) or not identity or any(c.isspace() or c in "/\\" for c in identity):
+                    _fail(file, f"{where}: identity must be a non-empty name without spaces or slashes, got {identity!r}", lno)
+                if lm68 is not None and lm68.shape != (68, 2):
+                    _fail(file, f"{where}: landmarks68 must be 68 (x, y) pairs, got shape {lm68.shape}", lno)
             if fid in seen:
-                _fail(file, f"{where}: duplicate face_id")
+                _fail(file, f"{where}: duplicate face_id", lno)
             seen.add(fid)
             if pid not in photos_raw:
-                _fail(file, f"{where}: unknown photo_id {pid!r}")
+                _fail(file, f"{where}: unknown photo_id {pid!r}", lno)
             W, H = photos_raw[pid]["width"], photos_raw[pid]["height"]
             if len(box) != 4 or not (0 <= box[0] < box[2] <= W and 0 <= box[1] < box[3] <= H):
-                _fail(file, f"{where}: box {box} is not a valid x1 y1 x2 y2 box inside the {W}x{H} photo")
+                _fail(file, f"{where}: box {box} is not a valid x1 y1 x2 y2 box inside the {W}x{H} photo", lno)
             if lm.shape != (5, 2):
-                _fail(file, f"{where}: landmarks5 must be 5 (x, y) pairs, got shape {lm.shape}")
+                _fail(file, f"{where}: landmarks5 must be 5 (x, y) pairs, got shape {lm.shape}", lno)
             if any(v not in (True, False, None) for v in labels.values()):
-                _fail(file, f"{where}: labels must be true/false/null, got {labels}")
+                _fail(file, f"{where}: labels must be true/false/null, got {labels}", lno)
             if src not in ("mtcnn", "hand"):
-                _fail(file, f"{where}: source must be 'mtcnn' or 'hand', got {src!r}")
-            faces.append(FaceRecord(fid, pid, box, lm, labels, src, str(f.get("note", ""))))
+                _fail(file, f"{where}: source must be 'mtcnn' or 'hand', got {src!r}", lno)
+            faces.append(FaceRecord(fid, pid, box, lm, labels, src, str(f.get("note", "")), identity, lm68))
         photos = []
         for pid, p in photos_raw.items():
             fs = [f for f in faces if f.photo_id == pid]
             boxes = torch.tensor([f.box for f in fs], dtype=torch.float32).reshape(-1, 4)
             photos.append(Photo(pid, p["asset"], p["width"], p["height"], [f.face_id for f in fs], boxes))
         return cls(photos, faces, file)
+
+    @classmethod
+    def merge(cls, *sets: FaceSet) -> FaceSet:
+        """One set holding the photos and faces of several (ids must not repeat across them)."""
+        photos = [p for s in sets for p in s.photos]
+        faces = [f for s in sets for f in s.faces]
+        for what, ids in (("photo_id", [p.photo_id for p in photos]), ("face_id", [f.face_id for f in faces])):
+            dup = sorted({i for i in ids if ids.count(i) > 1})
+            if dup:
+                raise ValueError(f"FaceSet.merge: {what} {dup} appear in more than one set")
+        return cls(photos, faces, sets[0].source)
+
+    @property
+    def identities(self) -> dict[str, list[str]]:
+        """``{identity: [face ids]}`` in file order."""
+        out: dict[str, list[str]] = {}
+        for f in self.faces:
+            out.setdefault(f.identity or f.face_id, []).append(f.face_id)
+        return out
 
     # ---- access --------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -231,7 +309,7 @@ class FaceSet:
         """``[N, A]`` float tensor: 1 true, 0 false, NaN not labelled (rows follow ``face_ids``, default all)."""
         ids = list(face_ids) if face_ids is not None else [f.face_id for f in self.faces]
         val = {True: 1.0, False: 0.0, None: math.nan}
-        return torch.tensor([[val[self.face(i).labels[a]] for a in attributes] for i in ids], dtype=torch.float32)
+        return torch.tensor([[val[self.face(i).labels.get(a)] for a in attributes] for i in ids], dtype=torch.float32)
 
     # ---- split ---------------------------------------------------------------------------------
     def split(self, seed: int | None = None) -> FaceSplit:
@@ -295,8 +373,22 @@ class FaceSet:
 
 @functools.lru_cache(maxsize=1)
 def bundled_faces() -> FaceSet:
-    """The committed face set (cached)."""
+    """The committed face set (cached): the 9 photos / 30 faces of ``faces.json``; chapter 1's data, unchanged."""
     return FaceSet.load()
+
+
+@functools.lru_cache(maxsize=1)
+def extra_faces() -> FaceSet:
+    """The extra set (cached): :data:`EXTRA_PHOTOS`, 4 photos / 4 faces of 2 identities (``extra_faces.json``)."""
+    return FaceSet.load(EXTRA_ANNOTATION_FILE)
+
+
+def all_faces() -> FaceSet:
+    """Core and extra set together: 13 photos, 34 faces, 32 identities (``Barack_Obama`` in 3 photos).
+
+    Opt-in: :func:`bundled_faces` and its default split stay the 9 core photos.
+    """
+    return FaceSet.merge(bundled_faces(), extra_faces())
 
 
 def _similarity(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
