@@ -130,7 +130,6 @@ for _file, _sha in _FACE_RECOGNITION_PHOTOS.items():
     _add(Asset(f"face_recognition/{_file}", "sdist", "face_recognition", "1.3.0", f"tests/test_images/{_file}", _sha))
 
 
-
 def home() -> Path:
     """The cache folder: ``$FACELAB_HOME`` or ``$XDG_CACHE_HOME/facelab`` (default ``~/.cache/facelab``)."""
     env = os.environ.get("FACELAB_HOME")
