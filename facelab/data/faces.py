@@ -163,10 +163,13 @@ def _record_lines(text: str, key: str) -> list[int]:
 class FaceSet:
     """The annotated photos and faces. Build with :meth:`load` (or :func:`bundled_faces`)."""
 
-    def __init__(self, photos: list[Photo], faces: list[FaceRecord], source: Path) -> None:
+    def __init__(self, photos: list[Photo], faces: list[FaceRecord], source: Path,
+                 where: dict[str, tuple[Path, int | None]] | None = None) -> None:
         self.photos = photos
         self.faces = faces
         self.source = source
+        #: ``{face_id: (annotation file, line of its record)}``, for errors that point at a face's record
+        self.where = dict(where) if where is not None else {f.face_id: (source, None) for f in faces}
         self._faces = {f.face_id: f for f in faces}
         self._photos = {p.photo_id: p for p in photos}
 
@@ -210,6 +213,7 @@ class FaceSet:
                 _fail(file, f"photos[{i}]: duplicate photo_id {pid!r}", line(photo_lines, i))
             photos_raw[pid] = dict(asset=asset, width=w, height=h)
         faces: list[FaceRecord] = []
+        record_at: dict[str, tuple[Path, int | None]] = {}
         seen: set[str] = set()
         for i, f in enumerate(data["faces"]):
             where = f"faces[{i}] ({f.get('face_id', '?') if isinstance(f, dict) else '?'})"
@@ -260,12 +264,13 @@ class FaceSet:
             if src not in ("mtcnn", "hand"):
                 _fail(file, f"{where}: source must be 'mtcnn' or 'hand', got {src!r}", lno)
             faces.append(FaceRecord(fid, pid, box, lm, labels, src, str(f.get("note", "")), identity, lm68))
+            record_at[fid] = (file, lno)
         photos = []
         for pid, p in photos_raw.items():
             fs = [f for f in faces if f.photo_id == pid]
             boxes = torch.tensor([f.box for f in fs], dtype=torch.float32).reshape(-1, 4)
             photos.append(Photo(pid, p["asset"], p["width"], p["height"], [f.face_id for f in fs], boxes))
-        return cls(photos, faces, file)
+        return cls(photos, faces, file, record_at)
 
     @classmethod
     def merge(cls, *sets: FaceSet) -> FaceSet:
@@ -276,7 +281,7 @@ class FaceSet:
             dup = sorted({i for i in ids if ids.count(i) > 1})
             if dup:
                 raise ValueError(f"FaceSet.merge: {what} {dup} appear in more than one set")
-        return cls(photos, faces, sets[0].source)
+        return cls(photos, faces, sets[0].source, {k: v for s in sets for k, v in s.where.items()})
 
     @property
     def identities(self) -> dict[str, list[str]]:
