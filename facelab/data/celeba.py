@@ -48,6 +48,9 @@ def parse_celeba_attrs(file: str | os.PathLike) -> tuple[list[str], list[str], n
     names = lines[1].split()
     if len(names) != 40 or len(set(names)) != 40:
         raise DatasetFormatError(file, 2, f"expected 40 distinct attribute names, got {len(names)}")
+    unknown = [a for a in names if a not in CELEBA_ATTRIBUTES]
+    if unknown:
+        raise DatasetFormatError(file, 2, f"unknown attribute name(s) {unknown}; CelebA's are {' '.join(CELEBA_ATTRIBUTES)}")
     if len(lines) - 2 != n:
         raise DatasetFormatError(file, len(lines), f"line 1 announces {n} images but {len(lines) - 2} rows follow")
     files, rows, line_no = [], np.empty((n, 40), dtype=np.int8), []
@@ -114,7 +117,7 @@ class CelebA(Dataset):
         wanted = attributes if attributes is not None else names
         unknown = [a for a in wanted if a not in names]
         if unknown:
-            raise ValueError(f"CelebA: unknown attribute(s) {unknown}; known: {names}")
+            raise DatasetFormatError(self.attr_file, 2, f"attributes=: unknown attribute(s) {unknown}; known: {names}")
         cols = [names.index(a) for a in wanted]
         self.attributes = list(wanted)
         keep = [i for i, f in enumerate(files) if split == "all" or part[f][0] == CELEBA_SPLITS[split]]

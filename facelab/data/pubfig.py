@@ -6,7 +6,8 @@ empty folder, a hidden file) is an error naming it; nothing is skipped silently.
 
 Split (deterministic per identity): the identity's files sorted by ``n`` are shuffled with
 ``random.Random(f"{seed}/{name}")`` and the first ``min(k - 1, max(1, round(k * test_fraction)))`` go to test; an
-identity with a single image goes wholly to train. Labels are indices into ``classes`` (sorted names).
+identity with a single image goes wholly to train, unless ``min_per_identity`` asks for more: then a person
+folder with fewer images is an error naming it. Labels are indices into ``classes`` (sorted names).
 ``IdentityFolders(root, split)[i]`` -> ``(image [3, H, W], label: int, path)``.
 """
 
@@ -52,13 +53,17 @@ class IdentityFolders(Dataset):
     """Face images grouped by identity, with a deterministic per-identity train/test split."""
 
     def __init__(self, root: str | os.PathLike, split: str = "all", *, test_fraction: float = 0.3,
-                 seed: int = 0) -> None:
+                 seed: int = 0, min_per_identity: int = 1) -> None:
         if split not in ("train", "test", "all"):
             raise ValueError(f"IdentityFolders: split must be 'train', 'test' or 'all', got {split!r}")
         if not 0.0 <= test_fraction < 1.0:
             raise ValueError(f"IdentityFolders: test_fraction must be in [0, 1), got {test_fraction}")
         self.root = Path(root)
         folders = scan_identity_folders(self.root)
+        for name, files in folders.items():
+            if len(files) < min_per_identity:
+                raise DatasetFormatError(self.root / name, None, f"person folder holds {len(files)} image(s); the split "
+                                                                 f"needs at least {min_per_identity} (min_per_identity)")
         self.classes = list(folders)
         self.samples: list[tuple[Path, int]] = []
         for label, (name, files) in enumerate(folders.items()):
