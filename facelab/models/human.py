@@ -24,6 +24,7 @@ differentiably:
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 
@@ -37,9 +38,10 @@ from facelab.models.base import (DenseOutput, Detections, FaceClassifier, FaceDe
 from facelab.models.tf_ops import tf_resize_bilinear
 from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_weights
 
-__all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "BlazeFace", "HumanEmbedder", "HumanClassifier",
-           "SsrNetAge", "blazeface", "mobilefacenet", "faceres", "gear", "ssrnet_age", "ssrnet_gender", "emotion",
-           "GRAY"]
+__all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "grayscale", "BlazeFace", "HumanEmbedder",
+           "HumanClassifier", "SsrNetAge", "CenterNet", "ObjectDetections", "COCO_LABELS", "EMOTION_LABELS", "GRAY",
+           "blazeface", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "ssrnet_gender",
+           "emotion", "centernet"]
 
 PACKAGE = "human-models/models"
 #: Human's grayscale weights (src/tfjs/constants.ts ``rgb``), as float32
@@ -339,10 +341,100 @@ class SsrNetAge(nn.Module):
         return self.graph(x)[0].reshape(-1)
 
 
+# -- CenterNet (COCO objects) ----------------------------------------------------------------------
+#: the 80 COCO class names of Human's ``src/object/labels.ts``, in the net's class order
+COCO_LABELS = [
+    'person', 'bicycle', 'car', 'motorcycle', 'airplane', 'bus', 'train', 'truck', 'boat', 'traffic light',
+    'fire hydrant', 'stop sign', 'parking meter', 'bench', 'bird', 'cat', 'dog', 'horse', 'sheep', 'cow',
+    'elephant', 'bear', 'zebra', 'giraffe', 'backpack', 'umbrella', 'handbag', 'tie', 'suitcase', 'frisbee',
+    'skis', 'snowboard', 'sports ball', 'kite', 'baseball bat', 'baseball glove', 'skateboard', 'surfboard',
+    'tennis racket', 'bottle', 'wine glass', 'cup', 'fork', 'knife', 'spoon', 'bowl', 'banana', 'apple',
+    'sandwich', 'orange', 'broccoli', 'carrot', 'hot dog', 'pizza', 'donut', 'cake', 'chair', 'couch',
+    'potted plant', 'bed', 'dining table', 'toilet', 'tv', 'laptop', 'mouse', 'remote', 'keyboard',
+    'cell phone', 'microwave', 'oven', 'toaster', 'sink', 'refrigerator', 'book', 'clock', 'vase', 'scissors',
+    'teddy bear', 'hair drier', 'toothbrush',
+]
+
+
+@dataclasses.dataclass
+class ObjectDetections:
+    """Post-NMS objects of one image: boxes [K,4] (x1 y1 x2 y2 input pixels), scores [K], classes [K] (long)."""
+
+    boxes: Tensor
+    scores: Tensor
+    classes: Tensor
+
+    def __len__(self) -> int:
+        return int(self.scores.numel())
+
+    def labels(self) -> list[str]:
+        return [COCO_LABELS[int(c)] for c in self.classes]
+
+
+class CenterNet(nn.Module):
+    """MobileNetV3 CenterNet (512x512, COCO) as Human runs it (``src/object/centernet.ts``).
+
+    ``forward`` -> (heatmap [B,80,128,128] sigmoid scores, sizes [B,4,128,128]: the left, top, right,
+    bottom extents in 512-input pixels); the image is stretched to 512x512 (legacy TF resize of the 0..255
+    image, no other normalisation). :meth:`decode` is the graph's own ``tower_0/detections`` in torch,
+    batched: 3x3 peak mask (``heat == maxpool(heat)``), top 100 of the flattened (y, x, class) scores (ties:
+    lower index first), box = 4 * (x, y) -/+ extents. :meth:`detect` adds tfjs NMS (IoU >= 0.4 suppresses,
+    score > 0.2, at most 10: Human's ``object`` defaults) and maps boxes to input pixels.
+    """
+
+    input_size = 512
+    stride = 4
+    top_k = 100
+    score_threshold = 0.2
+    nms_iou = 0.4
+    max_detections = 10
+    labels = COCO_LABELS
+
+    def __init__(self, graph: TfjsGraphModel | None = None) -> None:
+        super().__init__()
+        self.graph = load_human_graph("centernet", outputs=["tower_0/keypoints", "tower_0/wh"]) if graph is None else graph
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        x = tf_resize_bilinear(check_images(images) * 255.0, (self.input_size, self.input_size))
+        heat, wh = self.graph(x)
+        return heat, wh
+
+    def decode(self, heat: Tensor, wh: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """Top-100 (boxes [B,100,4] x1 y1 x2 y2 in the 512 input, scores [B,100], classes [B,100])."""
+        b, c, h, w = heat.shape
+        peaks = heat * (heat == F.max_pool2d(heat, 3, 1, 1)).to(heat.dtype)
+        flat = peaks.permute(0, 2, 3, 1).reshape(b, -1)  # the graph's NHWC order: (y * W + x) * C + c
+        order = torch.sort(flat, dim=-1, descending=True, stable=True)
+        scores, idx = order.values[:, :self.top_k], order.indices[:, :self.top_k]
+        cls = idx % c
+        pos = idx // c
+        xs, ys = (pos % w).to(heat.dtype), (pos // w).to(heat.dtype)
+        ext = wh.permute(0, 2, 3, 1).reshape(b, h * w, 4)
+        ext = torch.gather(ext, 1, pos[..., None].expand(-1, -1, 4))
+        cx, cy = xs * self.stride, ys * self.stride
+        boxes = torch.stack([cx - ext[..., 0], cy - ext[..., 1], cx + ext[..., 2], cy + ext[..., 3]], -1)
+        return boxes, scores, cls
+
+    @torch.no_grad()
+    def detect(self, images: ImageList, score_threshold: float | None = None) -> list[ObjectDetections]:
+        thr = self.score_threshold if score_threshold is None else float(score_threshold)
+        results = []
+        for batch in as_batches(images):
+            h, w = batch.shape[-2:]
+            boxes, scores, cls = self.decode(*self(batch))
+            to_px = boxes.new_tensor([w, h, w, h]) / self.input_size
+            for i in range(batch.shape[0]):
+                keep = tfjs_nms(boxes[i][:, [1, 0, 3, 2]], scores[i], self.max_detections, self.nms_iou, thr)
+                results.append(ObjectDetections(boxes[i][keep] * to_px, scores[i][keep], cls[i][keep].long()))
+        return results
+
+
 # -- zoo builders ----------------------------------------------------------------------------------
-#: match thresholds (Euclidean distance of the descriptors); see tools/human_reference/README.md
-MOBILEFACENET_THRESHOLD = 0.95
-FACERES_THRESHOLD = 11.0
+#: match thresholds (Euclidean distance of the descriptors), equal-error points on the bundled faces
+#: (tools/human_reference/calibrate_thresholds.py). mobilefacenet with Human's preprocessing (the 0..1 crop)
+#: separates faces poorly: all its descriptors lie within ~0.03 of each other.
+MOBILEFACENET_THRESHOLD = 0.0113
+FACERES_THRESHOLD = 9.94
 
 
 def blazeface() -> BlazeFace:
@@ -375,3 +467,7 @@ def emotion() -> HumanClassifier:
 
 def ssrnet_age() -> SsrNetAge:
     return SsrNetAge().eval()
+
+
+def centernet() -> CenterNet:
+    return CenterNet().eval()
