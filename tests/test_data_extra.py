@@ -239,7 +239,7 @@ def test_celeba_fixture_reads_as_celeba(tmp_path):
     mask = celeba_label_mask()
     truth = fs.labels(attributes=CELEBA_ATTRIBUTES)
     assert torch.equal(ds.targets[mask], truth[mask])  # every judged label is written as judged
-    assert int(mask.sum()) == int((~torch.isnan(truth)).sum()) == 116 + 103  # core 4 labels - 4 null; extra
+    assert int(mask.sum()) == int((~torch.isnan(truth)).sum()) == 573 + 103  # judged values: core, extra
     parts = {sp: set(CelebA(root, sp).files) for sp in ("train", "valid", "test")}
     assert sum(map(len, parts.values())) == 34 and all(parts.values())
     ident_part = {}

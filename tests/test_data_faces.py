@@ -11,6 +11,7 @@ import torch
 
 from facelab import assets
 from facelab.data import DatasetFormatError
+from facelab.data.celeba import CELEBA_ATTRIBUTES
 from facelab.data.faces import (ANNOTATION_FILE, ARCFACE_TEMPLATE_112, ATTRIBUTES, PHOTOS, FaceSet, align_face,
                                 augment, bundled_faces)
 
@@ -62,7 +63,7 @@ def test_boxes_landmarks_labels_valid(fs):
                   & (f.landmarks5[:, 1] > y1 - 0.25 * h) & (f.landmarks5[:, 1] < y2 + 0.25 * h))
         assert inside.all(), f.face_id
         assert f.landmarks5[3:, 1].mean() > f.landmarks5[:2, 1].mean(), f.face_id  # mouth below eyes
-        assert set(f.labels) == set(ATTRIBUTES)
+        assert list(f.labels) == list(CELEBA_ATTRIBUTES)  # the 4 first labels + the later ones (null = unsure)
         assert f.source in ("mtcnn", "hand")
     lab = fs.labels()
     assert lab.shape == (30, 4)
@@ -181,6 +182,17 @@ def test_malformed_annotation_names_file(tmp_path):
     data["faces"][1]["face_id"] = data["faces"][0]["face_id"]
     bad.write_text(json.dumps(data))
     with pytest.raises(DatasetFormatError, match="duplicate face_id"):
+        FaceSet.load(bad)
+    data = json.loads(ANNOTATION_FILE.read_text())
+    data["faces"][2]["labels"]["Has_Freckles"] = True
+    bad.write_text(json.dumps(data, indent=2))
+    line = next(i + 1 for i, ln in enumerate(bad.read_text().splitlines()) if '"sample1-2"' in ln)
+    with pytest.raises(DatasetFormatError, match=re.escape(f"{bad}:{line}: faces[2] (sample1-2): unknown attribute")):
+        FaceSet.load(bad)
+    data["faces"][2]["labels"].pop("Has_Freckles")
+    data["faces"][2]["labels"].pop("Young")
+    bad.write_text(json.dumps(data, indent=2))
+    with pytest.raises(DatasetFormatError, match=r"sample1-2.*missing or bad field.*Young"):
         FaceSet.load(bad)
     bad.write_text('{"photos": [\n  oops\n]}')
     with pytest.raises(DatasetFormatError, match=re.escape(f"{bad}:2")):

@@ -1,6 +1,8 @@
-"""The embedded face set: nine real photos that registry packages ship, with hand-checked face annotations.
+"""The embedded face sets: real photos that registry packages ship, with hand-checked face annotations.
 
 What it is (honestly): a **demo set**, far too small for training or for statistically meaningful numbers.
+
+**Core set** (:func:`bundled_faces`, ``annotations/faces.json``; chapter 1's data, unchanged by the extra set):
 
 * 9 photos: face-api's six demo photos ``sample1``..``sample6`` (22 faces), insightface's group photo ``t1``
   (6 faces) and its ``Tom_Hanks_54745`` portrait (a 112x112 grayscale crop, 1 face), scikit-image's
@@ -11,14 +13,31 @@ What it is (honestly): a **demo set**, far too small for training or for statist
   for the hidden side are MTCNN's guesses, so its aligned crop is poor.
 * Hand labels with CelebA's names, ``null`` when not decidable: Male (4 true / 26 false), Smiling
   (19 true / 9 false / 2 null), Eyeglasses (**0 true** / 30 false: nobody wears glasses, so this attribute
-  has no positive example here), Young (28 true / 2 null). 26 of 30 faces are young women.
+  has no positive example here), Young (28 true / 2 null). 26 of 30 faces are young women. Later, 21 more
+  of CelebA's 40 attributes were judged by eye where the photo shows them (hair colour, Mouth_Slightly_Open,
+  Bangs, Blurry, lipstick, makeup, jewellery, necktie, hat, beard): 573 of 30 x 40 values are labelled, the
+  rest ``null`` (unsure or not judgeable: Attractive, face shape, nose, lips, eyebrows, skin are never set).
 * Split (fixed, by photo): test = ``sample2``, ``sample6``, ``tom_hanks`` (8 faces), train = the other six
   photos (22 faces); both sides hold multi-face photos and at least one male face.
+
+**Extra set** (:func:`extra_faces`, ``annotations/extra_faces.json``, format version 2): the 4 distinct test
+photos of the face_recognition 1.3.0 source distribution (:data:`EXTRA_PHOTOS`; source and licence in
+:mod:`facelab.assets`): ``obama``, ``obama2``, ``obama3`` (**Barack_Obama, 3 different photos**) and
+``biden`` (Joe_Biden, 1 photo), one face each. Boxes and 5 landmarks from MTCNN, 68 landmarks from face-api's
+FaceLandmark68Net, all checked by eye on rendered PNGs; every face has an ``identity`` and all 40 CelebA
+labels (103 of 160 judged, the rest ``null`` = unsure).
+
+**Both** (:func:`all_faces`, opt-in): 13 photos, **34 faces, 32 identities** (31 with one photo, Obama with
+three), 676 of 34 x 40 attribute values labelled; 31 of the 40 attributes are judged on at least one face,
+but many have no positive example (Eyeglasses, Wearing_Hat, Bald, Bangs, Goatee, Mustache, Blurry: 0 true).
+Identity sets, verification pairs, scenes and paper-format folders are built from it
+(:mod:`facelab.data.identities`, :mod:`~facelab.data.scenes`, :mod:`~facelab.data.fixtures`).
 
 Coordinates are pixels of the photo as loaded by :func:`facelab.data.images.load_asset_image`;
 boxes are ``x1 y1 x2 y2``; landmarks are (x, y) of left eye, right eye (image left/right), nose, left and
 right mouth corner, the order MTCNN and ArcFace use. Aligned crops use these stored landmarks (OpenCV
-warp, scikit-image similarity fit), so this module does not depend on facelab.models.
+warp, scikit-image similarity fit), so this module does not depend on facelab.models. Loading errors name
+the annotation file and the line of the record; a file with an error yields nothing (and nothing is cached).
 """
 
 from __future__ import annotations
@@ -226,7 +245,8 @@ class FaceSet:
                 if not isinstance(raw_labels, dict):
                     raise TypeError("labels must be an object")
                 if version == 1:
-                    labels = {a: raw_labels[a] for a in ATTRIBUTES}
+                    for a in ATTRIBUTES:  # required in version 1; the other CelebA names are optional (null)
+                        raw_labels[a]
                     identity = fid
                     lm68 = None
                 else:
@@ -236,15 +256,15 @@ class FaceSet:
                 src = str(f["source"])
             except (KeyError, TypeError, ValueError) as e:
                 _fail(file, f"{where}: missing or bad field ({e})", lno)
+            unknown = [a for a in raw_labels if a not in CELEBA_ATTRIBUTES]
+            if unknown:
+                _fail(file, f"{where}: unknown attribute name(s) {unknown} (CelebA's 40 names only)", lno)
+            labels = {a: raw_labels.get(a) for a in CELEBA_ATTRIBUTES}
             if version == 2:
-                unknown = [a for a in raw_labels if a not in CELEBA_ATTRIBUTES]
-                if unknown:
-                    _fail(file, f"{where}: unknown attribute name(s) {unknown} (CelebA's 40 names only)", lno)
                 if len(raw_labels) != len(CELEBA_ATTRIBUTES):
                     missing = [a for a in CELEBA_ATTRIBUTES if a not in raw_labels]
                     _fail(file, f"{where}: {len(raw_labels)} labels, expected all {len(CELEBA_ATTRIBUTES)} CelebA "
                                 f"attributes (missing: {', '.join(missing)}); write null for unsure", lno)
-                labels = {a: raw_labels[a] for a in CELEBA_ATTRIBUTES}
                 if not isinstance(identity, str) or not identity or any(c.isspace() or c in "/\\" for c in identity):
                     _fail(file, f"{where}: identity must be a non-empty name without spaces or slashes, got {identity!r}", lno)
                 if lm68 is not None and lm68.shape != (68, 2):
