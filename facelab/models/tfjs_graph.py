@@ -23,7 +23,8 @@ function, in topological order. numpy decodes the weight bytes (including IEEE f
   built, naming the op and the node; so do malformed attributes and a missing weight.
 
 Weights are module parameters (float) or buffers (integer constants), so ``.to(device)``, ``.double()``
-and autograd work as for any module.
+and autograd work as for any module. On CUDA, PyTorch's default TF32 convolutions (Ampere and later) move
+outputs by ~1e-3; set ``torch.backends.cudnn.allow_tf32 = False`` to match tfjs to float32 precision.
 """
 
 from __future__ import annotations
