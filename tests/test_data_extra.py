@@ -288,3 +288,45 @@ def test_celeba_header_unknown_attribute_and_identity_folder_errors(tmp_path):
     (root / "list_eval_partition.txt").write_text("000001.jpg 0\n")
     with pytest.raises(DatasetFormatError, match=re.escape(f"{root / 'list_attr_celeba.txt'}:2: unknown attribute")):
         CelebA(root, "all")
+
+
+# ------------------------------------------------------------------ the sdist assets
+def test_sdist_asset_by_hand_message():
+    a = assets.REGISTRY["face_recognition/obama.jpg"]
+    assert a.kind == "sdist" and a.spec == "face_recognition==1.3.0"
+    msg = a.by_hand()
+    assert "pip download --no-deps --no-binary :all: face_recognition==1.3.0" in msg
+    assert "tests/test_images/obama.jpg" in msg
+
+
+@pytest.mark.skipif(not _present(["face_recognition/obama.jpg"]), reason="photo not in the asset cache")
+def test_sdist_fetch_takes_member_below_top_folder(tmp_path, monkeypatch):
+    """_fetch_sdist on a stand-in source tarball (pip is replaced): the member is verified and placed; a
+    tarball without it, or with other bytes, is refused and nothing is written."""
+    import io
+    import tarfile
+
+    data = assets.path("face_recognition/obama.jpg").read_bytes()  # from the real cache
+    isolated_home = tmp_path / "home"
+    monkeypatch.setenv("FACELAB_HOME", str(isolated_home))
+
+    def fake_client(members):
+        def run(cmd, group, cwd):
+            assert cmd[1:4] == ["-m", "pip", "download"] and "--no-binary" in cmd and cmd[-1] == "face_recognition==1.3.0"
+            with tarfile.open(Path(cwd) / "face_recognition-1.3.0.tar.gz", "w:gz") as tar:
+                for name, blob in members.items():
+                    info = tarfile.TarInfo(f"face_recognition-1.3.0/{name}")
+                    info.size = len(blob)
+                    tar.addfile(info, io.BytesIO(blob))
+        return run
+
+    monkeypatch.setattr(assets, "_run_client", fake_client({"tests/test_images/obama.jpg": data}))
+    (got,) = assets.fetch(["face_recognition/obama.jpg"])
+    assert got == isolated_home / "assets" / "face_recognition" / "obama.jpg" and got.read_bytes() == data
+    monkeypatch.setattr(assets, "_run_client", fake_client({"README.rst": b"x"}))
+    with pytest.raises(assets.AssetError, match="has no file tests/test_images/obama2.jpg"):
+        assets.fetch(["face_recognition/obama2.jpg"])
+    monkeypatch.setattr(assets, "_run_client", fake_client({"tests/test_images/biden.jpg": b"not the photo"}))
+    with pytest.raises(assets.AssetError, match="nothing was written"):
+        assets.fetch(["face_recognition/biden.jpg"])
+    assert not (isolated_home / "assets" / "face_recognition" / "biden.jpg").exists()
