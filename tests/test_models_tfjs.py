@@ -240,7 +240,7 @@ FACE_CASES = {
     "gear_gender": ("gear", {"head": "gender"}, lambda m, x: m.probabilities(x), lambda r: r["gear"]["gender"]),
     "gear_race": ("gear", {"head": "race"}, lambda m, x: m.probabilities(x), lambda r: r["gear"]["race"]),
     "ssrnet_age": ("ssrnet_age", {}, lambda m, x: m(x), lambda r: [r["age"]["age"]]),
-    "ssrnet_gender": ("ssrnet_gender", {}, lambda m, x: m.probabilities(x), lambda r: r["gender"]["probabilities"]),
+    "human_gender": ("human_gender", {}, lambda m, x: m.probabilities(x), lambda r: r["gender"]["probabilities"]),
     "emotion": ("emotion", {}, lambda m, x: m.probabilities(x), lambda r: r["emotion"]["probabilities"]),
 }
 

@@ -16,8 +16,9 @@ differentiably:
 * :class:`HumanEmbedder`: ``mobilefacenet`` (112, 192-D, unit norm; Human passes the 0..1 crop as is)
   and ``faceres`` (224, 1024-D, input ``x * 255``; HSE FaceRes).
 * :class:`HumanClassifier`: ``gear`` heads (age bins / gender / race, crop box [0, .1, .9, .9]),
-  ``gender`` (SSR-Net-style, grayscale 64x64 in [-1, 1]; labels female/male), ``emotion`` (oarriaga,
-  grayscale 64x64 in [-1, 1]; 7 labels), ``faceres`` heads (gender sigmoid, 100 age bins). These nets end
+  ``gender`` (the net Human loads in ``ssrnet-gender.ts``; its model.json names oarriaga's
+  face_classification as origin, not SSR-Net; grayscale 64x64 in [-1, 1]; labels female/male), ``emotion``
+  (oarriaga, grayscale 64x64 in [-1, 1]; 7 labels), ``faceres`` heads (gender sigmoid, 100 age bins). These nets end
   in softmax / sigmoid, so their logits are ``log p`` (softmax of it gives back ``p``) or ``logit(p)``.
 * :class:`SsrNetAge`: the SSR-Net age regressor (64x64, input ``x * 255``): ``forward`` -> age [B] in years.
 """
@@ -40,7 +41,7 @@ from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_we
 
 __all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "grayscale", "BlazeFace", "HumanEmbedder",
            "HumanClassifier", "SsrNetAge", "CenterNet", "ObjectDetections", "COCO_LABELS", "EMOTION_LABELS", "GRAY",
-           "blazeface", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "ssrnet_gender",
+           "blazeface", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "human_gender",
            "emotion", "centernet"]
 
 PACKAGE = "human-models/models"
@@ -270,9 +271,9 @@ EMOTION_LABELS = ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutr
 class HumanClassifier(FaceClassifier):
     """A Human attribute net (or one head of it) as a :class:`FaceClassifier`.
 
-    ``net``/``head``: ``gear`` (``age`` 7 bins, ``gender`` male/female, ``race`` 5), ``gender`` (SSR-Net
-    style; female/male), ``emotion`` (7), ``faceres`` (``gender``: one sigmoid "male", ``age``: 100 bins of
-    one year... as Human reads them). :meth:`probabilities` returns the net's own outputs.
+    ``net``/``head``: ``gear`` (``age`` 7 bins, ``gender`` male/female, ``race`` 5), ``gender`` (Human's
+    separate gender net; female/male), ``emotion`` (7), ``faceres`` (``gender``: one sigmoid "male", ``age``:
+    100 bins, bin i = age i years as Human reads them). :meth:`probabilities` returns the net's own outputs.
     """
 
     def __init__(self, net: str, head: str | None = None, graph: TfjsGraphModel | None = None) -> None:
@@ -457,7 +458,7 @@ def gear(head: str = "gender") -> HumanClassifier:
     return HumanClassifier("gear", head).eval()
 
 
-def ssrnet_gender() -> HumanClassifier:
+def human_gender() -> HumanClassifier:
     return HumanClassifier("gender").eval()
 
 
