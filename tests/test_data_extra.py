@@ -44,7 +44,15 @@ def test_core_set_is_chapter_one_data():
     assert s.test_photos == ["sample2", "sample6", "tom_hanks"]
     assert s.train_photos == ["sample1", "sample3", "sample4", "sample5", "t1", "astronaut"]
     assert not set(EXTRA_PHOTOS) & {p.photo_id for p in fs.photos}
-    assert all(f.identity == f.face_id and f.landmarks68 is None for f in fs.faces)
+    assert all(f.identity == f.face_id for f in fs.faces)
+    assert [f.face_id for f in fs.faces if f.landmarks68 is None] == ["sample2-0"]  # profile: failed the check
+    for f in fs.faces:
+        if f.landmarks68 is not None:  # the 68 points agree with the checked 5 (eye centres, mouth corners)
+            lm = f.landmarks68
+            size = f.box[3] - f.box[1]
+            eyes = np.stack([lm[36:42].mean(0), lm[42:48].mean(0)])
+            assert np.abs(eyes - f.landmarks5[:2]).max() < 0.15 * size, f.face_id
+            assert np.abs(lm[[48, 54]] - f.landmarks5[3:]).max() < 0.2 * size, f.face_id
 
 
 def test_extra_set_counts_identities_labels():

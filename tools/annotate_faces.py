@@ -13,12 +13,15 @@ labels Male/Smiling/Eyeglasses/Young were filled in by looking at each face (``n
     python tools/annotate_faces.py draw --ann facelab/data/annotations/faces.json --out-dir /tmp/faces_check
 
 The extra set (face_recognition's test photos, ``--set extra``) was made the same way; ``propose --set extra``
-also writes 68 landmarks from face-api's FaceLandmark68Net (facelab.models.landmarks68) inside each MTCNN
-box, ``draw`` shows them (small cyan dots) and adds a zoomed tile per face. Its labels are CelebA's 40
+also writes 68 landmarks from face-api's FaceLandmark68Net (facelab.models.landmarks68) run on an upright
+crop aligned by the 5 landmarks (:func:`landmarks68_upright`), ``draw`` shows them (small cyan dots) and
+adds a zoomed tile per face. ``landmarks68`` adds the same 68 points to an existing file (the core set got
+them this way; ``--skip sample2-0``: the profile face, where they failed the check by eye). Its labels are CelebA's 40
 attributes given by hand (``null`` = unsure), and ``identity`` the person's name.
 
     python tools/annotate_faces.py propose --set extra --out /tmp/extra_draft.json
     python tools/annotate_faces.py draw --ann facelab/data/annotations/extra_faces.json --out-dir /tmp/extra_check
+    python tools/annotate_faces.py landmarks68 --ann facelab/data/annotations/faces.json --skip sample2-0
 
 ``propose`` never overwrites the committed file unless ``--out`` points at it and ``--force`` is given.
 """
@@ -53,8 +56,6 @@ def propose(out: Path, threshold: float, force: bool, which: str = "core") -> No
         raise SystemExit(f"{out} exists (hand-checked); pass --force to overwrite it")
     torch.set_num_threads(1)
     mtcnn = MTCNN(keep_all=True, device="cpu")
-    if extra:
-        from facelab.models.landmarks68 import predict as predict68
     photos, faces = [], []
     for photo_id, asset in (EXTRA_PHOTOS if extra else PHOTOS).items():
         img = load_asset_image(asset)
@@ -81,13 +82,55 @@ def propose(out: Path, threshold: float, force: bool, which: str = "core") -> No
                 "labels": {name: None for name in (CELEBA_ATTRIBUTES if extra else LABELS)},
             }
             if extra:
-                lm68 = predict68(img, torch.tensor(boxes[i], dtype=torch.float32)).numpy()
+                lm68 = landmarks68_upright(img, points[i])
                 rec["identity"] = None  # given by hand
                 rec["landmarks68"] = [[round(float(x), 1), round(float(y), 1)] for x, y in lm68]
             faces.append(rec)
         print(f"{photo_id}: {len(keep)} faces (of {len(boxes)} proposals, probs {np.round(np.sort(probs)[::-1], 3).tolist()})")
     write_json(out, {"version": 2 if extra else 1, "photos": photos, "faces": faces})
     print(f"wrote {out}: {len(photos)} photos, {len(faces)} faces")
+
+
+UPRIGHT_SCALE, UPRIGHT_OFFSET, UPRIGHT_SIZE = 2.0, 56.0, 336
+#: the face box handed to face-api's 68-point net inside the upright crop (ArcFace template x2, offset 56)
+UPRIGHT_BOX = (56.0 + 2 * 8, 56.0 + 2 * 14, 56.0 + 2 * 104, 56.0 + 2 * 118)
+
+
+def landmarks68_upright(image: torch.Tensor, landmarks5) -> np.ndarray:
+    """68 points of one face: face-api's FaceLandmark68Net on an upright crop (similarity alignment of the 5
+    landmarks onto the ArcFace template x2 in a 336x336 canvas), mapped back to photo pixels. On tilted
+    faces this is much better than running the net on the photo's box, which it was trained on upright."""
+    import cv2
+
+    from facelab.data.faces import ARCFACE_TEMPLATE_112, _similarity
+    from facelab.models.landmarks68 import predict as predict68
+
+    M = _similarity(np.asarray(landmarks5, dtype=np.float64), ARCFACE_TEMPLATE_112 * UPRIGHT_SCALE + UPRIGHT_OFFSET)
+    hwc = image.permute(1, 2, 0).contiguous().numpy()
+    crop = cv2.warpAffine(hwc, M, (UPRIGHT_SIZE, UPRIGHT_SIZE), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT101)
+    pts = predict68(torch.from_numpy(crop).permute(2, 0, 1).contiguous(), torch.tensor(UPRIGHT_BOX)).numpy()
+    Minv = cv2.invertAffineTransform(M)
+    return pts.astype(np.float64) @ Minv[:, :2].T + Minv[:, 2]
+
+
+def add_landmarks68(ann: Path, skip: list[str]) -> None:
+    """Write ``landmarks68`` (rounded to 0.1 px) for every face of ``ann`` except ``skip`` (set to null)."""
+    from facelab.io import write_json
+
+    torch.set_num_threads(1)
+    data = json.loads(ann.read_text())
+    photos = {p["photo_id"]: p for p in data["photos"]}
+    current, img = None, None
+    for f in data["faces"]:
+        if f["face_id"] in skip:
+            f["landmarks68"] = None
+            continue
+        if f["photo_id"] != current:
+            current, img = f["photo_id"], load_asset_image(photos[f["photo_id"]]["asset"])
+        lm = landmarks68_upright(img, f["landmarks5"])
+        f["landmarks68"] = [[round(float(x), 1), round(float(y), 1)] for x, y in lm]
+    write_json(ann, data)
+    print(f"{ann}: landmarks68 for {sum(f['landmarks68'] is not None for f in data['faces'])} faces")
 
 
 def draw(ann: Path, out_dir: Path, max_side: int) -> None:
@@ -129,9 +172,14 @@ def main(argv: list[str] | None = None) -> None:
     b.add_argument("--ann", type=Path, default=ANNOTATION_FILE)
     b.add_argument("--out-dir", type=Path, required=True)
     b.add_argument("--max-side", type=int, default=1200)
+    c = sub.add_parser("landmarks68")
+    c.add_argument("--ann", type=Path, default=ANNOTATION_FILE)
+    c.add_argument("--skip", nargs="*", default=[], help="face ids whose 68 points failed the check (written null)")
     args = p.parse_args(argv)
     if args.cmd == "propose":
         propose(args.out, args.threshold, args.force, args.which)
+    elif args.cmd == "landmarks68":
+        add_landmarks68(args.ann, args.skip)
     else:
         draw(args.ann, args.out_dir, args.max_side)
 

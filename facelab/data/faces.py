@@ -17,6 +17,9 @@ What it is (honestly): a **demo set**, far too small for training or for statist
   of CelebA's 40 attributes were judged by eye where the photo shows them (hair colour, Mouth_Slightly_Open,
   Bangs, Blurry, lipstick, makeup, jewellery, necktie, hat, beard): 573 of 30 x 40 values are labelled, the
   rest ``null`` (unsure or not judgeable: Attractive, face shape, nose, lips, eyebrows, skin are never set).
+* 68 landmarks (added later): face-api's FaceLandmark68Net on an upright crop aligned by the 5 landmarks,
+  checked by eye: given for 29 faces (approximate for ``sample4-3`` and ``t1-4``), ``None`` for the profile
+  ``sample2-0``.
 * Split (fixed, by photo): test = ``sample2``, ``sample6``, ``tom_hanks`` (8 faces), train = the other six
   photos (22 faces); both sides hold multi-face photos and at least one male face.
 
@@ -24,7 +27,7 @@ What it is (honestly): a **demo set**, far too small for training or for statist
 photos of the face_recognition 1.3.0 source distribution (:data:`EXTRA_PHOTOS`; source and licence in
 :mod:`facelab.assets`): ``obama``, ``obama2``, ``obama3`` (**Barack_Obama, 3 different photos**) and
 ``biden`` (Joe_Biden, 1 photo), one face each. Boxes and 5 landmarks from MTCNN, 68 landmarks from face-api's
-FaceLandmark68Net, all checked by eye on rendered PNGs; every face has an ``identity`` and all 40 CelebA
+FaceLandmark68Net (upright crop, as above), all checked by eye on rendered PNGs; every face has an ``identity`` and all 40 CelebA
 labels (103 of 160 judged, the rest ``null`` = unsure).
 
 **Both** (:func:`all_faces`, opt-in): 13 photos, **34 faces, 32 identities** (31 with one photo, Obama with
@@ -104,7 +107,7 @@ class FaceRecord:
     source: str  # "mtcnn" (proposal kept after checking) or "hand"
     note: str = ""
     identity: str = ""  # the person; in the core file (one photo per person) the face_id itself
-    landmarks68: np.ndarray | None = None  # [68, 2] (x, y), iBUG 68-point order (extra set only)
+    landmarks68: np.ndarray | None = None  # [68, 2] (x, y), iBUG 68-point order; None where not given
 
 
 @dataclasses.dataclass
@@ -248,11 +251,10 @@ class FaceSet:
                     for a in ATTRIBUTES:  # required in version 1; the other CelebA names are optional (null)
                         raw_labels[a]
                     identity = fid
-                    lm68 = None
                 else:
                     identity = f["identity"]
-                    lm68 = f.get("landmarks68")
-                    lm68 = None if lm68 is None else np.asarray(lm68, dtype=np.float64)
+                lm68 = f.get("landmarks68")  # optional (null where the 68 points failed the check)
+                lm68 = None if lm68 is None else np.asarray(lm68, dtype=np.float64)
                 src = str(f["source"])
             except (KeyError, TypeError, ValueError) as e:
                 _fail(file, f"{where}: missing or bad field ({e})", lno)
@@ -267,8 +269,6 @@ class FaceSet:
                                 f"attributes (missing: {', '.join(missing)}); write null for unsure", lno)
                 if not isinstance(identity, str) or not identity or any(c.isspace() or c in "/\\" for c in identity):
                     _fail(file, f"{where}: identity must be a non-empty name without spaces or slashes, got {identity!r}", lno)
-                if lm68 is not None and lm68.shape != (68, 2):
-                    _fail(file, f"{where}: landmarks68 must be 68 (x, y) pairs, got shape {lm68.shape}", lno)
             if fid in seen:
                 _fail(file, f"{where}: duplicate face_id", lno)
             seen.add(fid)
@@ -277,6 +277,8 @@ class FaceSet:
             W, H = photos_raw[pid]["width"], photos_raw[pid]["height"]
             if len(box) != 4 or not (0 <= box[0] < box[2] <= W and 0 <= box[1] < box[3] <= H):
                 _fail(file, f"{where}: box {box} is not a valid x1 y1 x2 y2 box inside the {W}x{H} photo", lno)
+            if lm68 is not None and lm68.shape != (68, 2):
+                _fail(file, f"{where}: landmarks68 must be 68 (x, y) pairs, got shape {lm68.shape}", lno)
             if lm.shape != (5, 2):
                 _fail(file, f"{where}: landmarks5 must be 5 (x, y) pairs, got shape {lm.shape}", lno)
             if any(v not in (True, False, None) for v in labels.values()):
