@@ -8,11 +8,16 @@ timed forward pass of a batch (add a line to benchmark another net). Inputs:
 * ``mtcnn``: the whole cascade (``detect``) on a demo photo resized to ``--height x --width`` (its cost
   depends on the content; it has no JavaScript original);
 * face-analysis nets (``face_recognition``, ``age_gender``, ``expression``, ``landmarks68``): ``forward``
-  on random ``--crop-height x --crop-width`` face crops (incl. pad / resize / normalisation).
+  on random ``--crop-height x --crop-width`` face crops (incl. pad / resize / normalisation);
+* Human-library graph models (``facelab.models.human``): ``blazeface`` and ``centernet`` run ``detect`` (net,
+  decoding and NMS, as Human's JS does per frame), the face nets (``mobilefacenet``, ``faceres``, ``gear``,
+  ``ssrnet_age``, ``human_gender``, ``emotion``) ``forward`` on random crops.
 
-The face-api originals (``@vladmandic/face-api``) are timed on the same machine and the same input sizes
-by ``tools/faceapi_reference/bench.js`` (tfjs ``wasm`` backend by default, or ``cpu``: pure JS), with the
-same number of threads. Reported per image: the wall-clock minimum over ``--repeats`` runs after one
+The originals are timed on the same machine and the same input sizes: face-api's nets
+(``@vladmandic/face-api``) by ``tools/faceapi_reference/bench.js``, Human's graph models (Human's own
+preprocessing and decoding, one call per face or frame) by ``tools/human_reference/bench.js``; tfjs ``wasm``
+backend by default, or ``cpu`` (pure JS), with the same number of threads asked for (in Node, tfjs-wasm runs
+single-threaded whatever is asked: the JSON's ``threads`` says what it used). Reported per image: the wall-clock minimum over ``--repeats`` runs after one
 warm-up, and the CPU time (process user+sys, all threads) of that fastest run. On a shared machine the
 CPU time is the more stable number; the load average (``os.getloadavg``) is printed before and after.
 
@@ -38,7 +43,11 @@ from facelab import assets, models
 from facelab.io import write_json
 
 ROOT = Path(__file__).resolve().parents[1]
-JS_TOOL = ROOT / "tools" / "faceapi_reference"
+#: tool -> (folder, a package its node_modules must hold, an asset in the model folder it reads)
+JS_TOOLS = {
+    "faceapi": (ROOT / "tools" / "faceapi_reference", "@vladmandic/face-api", "face-api/model/ssd_mobilenetv1_model.bin"),
+    "human": (ROOT / "tools" / "human_reference", "@tensorflow/tfjs", "human-models/models/blazeface-back.json"),
+}
 
 Run = Callable[[], object]
 Setup = Callable[[int, argparse.Namespace], Run]
@@ -65,9 +74,18 @@ def _mtcnn(batch: int, args: argparse.Namespace) -> Run:
     return lambda: model.detect(x)
 
 
-def _face_net(name: str) -> Setup:
+def _detect(name: str) -> Setup:
     def setup(batch: int, args: argparse.Namespace) -> Run:
         model = models.load(name)
+        x = torch.rand(batch, 3, args.height, args.width, generator=torch.Generator().manual_seed(0))
+        return lambda: model.detect(x)
+
+    return setup
+
+
+def _face_net(name: str, **kwargs) -> Setup:
+    def setup(batch: int, args: argparse.Namespace) -> Run:
+        model = models.load(name, **kwargs)
         crops = torch.rand(batch, 3, args.crop_height, args.crop_width, generator=torch.Generator().manual_seed(0))
         return lambda: model(crops)
 
@@ -83,11 +101,24 @@ BENCHES: dict[str, Setup] = {
     "age_gender": _face_net("age_gender"),
     "expression": _face_net("expression"),
     "landmarks68": _face_net("landmarks68"),
+    "blazeface": _detect("blazeface"),
+    "centernet": _detect("centernet"),
+    "mobilefacenet": _face_net("mobilefacenet"),
+    "faceres": _face_net("faceres"),
+    "gear": _face_net("gear"),
+    "ssrnet_age": _face_net("ssrnet_age"),
+    "human_gender": _face_net("human_gender"),
+    "emotion": _face_net("emotion"),
 }
 
-#: bench name -> net name in tools/faceapi_reference/bench.js (nets with a JavaScript original)
-JS_NETS: dict[str, str] = {n: n for n in ("ssd_mobilenetv1", "tiny_face_detector", "face_recognition",
-                                          "age_gender", "expression", "landmarks68")}
+#: bench name -> (tool, net name in that tool's bench.js) for the nets with a JavaScript original
+JS_NETS: dict[str, tuple[str, str]] = {
+    **{n: ("faceapi", n) for n in ("ssd_mobilenetv1", "tiny_face_detector", "face_recognition", "age_gender",
+                                   "expression", "landmarks68")},
+    "blazeface": ("human", "blazeface-back"), "centernet": ("human", "centernet"),
+    "mobilefacenet": ("human", "mobilefacenet"), "faceres": ("human", "faceres"), "gear": ("human", "gear"),
+    "ssrnet_age": ("human", "age"), "human_gender": ("human", "gender"), "emotion": ("human", "emotion"),
+}
 
 
 def time_torch(setup: Setup, batch: int, args: argparse.Namespace) -> tuple[float, float]:
@@ -104,18 +135,19 @@ def time_torch(setup: Setup, batch: int, args: argparse.Namespace) -> tuple[floa
     return best[0] * 1000 / batch, best[1] * 1000 / batch
 
 
-def time_js(nets: list[str], batches: list[int], args: argparse.Namespace) -> dict | None:
-    """Run bench.js; its JSON, or None when node or the installed tool is missing."""
+def time_js(tool: str, nets: list[str], batches: list[int], args: argparse.Namespace) -> dict | None:
+    """Run ``tool``'s bench.js; its JSON, or None when node or the installed tool is missing."""
+    folder, package, asset = JS_TOOLS[tool]
     node = shutil.which("node")
-    if node is None or not (JS_TOOL / "node_modules" / "@vladmandic" / "face-api").is_dir():
-        print("JS side skipped: needs node and `npm ci` in tools/faceapi_reference", file=sys.stderr)
+    if node is None or not (folder / "node_modules" / package).is_dir():
+        print(f"JS side of {tool} skipped: needs node and `npm ci` in {folder.relative_to(ROOT)}", file=sys.stderr)
         return None
-    model_dir = assets.path("face-api/model/ssd_mobilenetv1_model.bin").parent
+    model_dir = assets.path(asset).parent
     cmd = [node, "bench.js", str(model_dir), "--backend", args.js_backend, "--threads", str(args.threads),
            "--batches", ",".join(map(str, batches)), "--repeats", str(args.repeats),
            "--height", str(args.height), "--width", str(args.width),
            "--crop-height", str(args.crop_height), "--crop-width", str(args.crop_width), "--nets", ",".join(nets)]
-    proc = subprocess.run(cmd, cwd=JS_TOOL, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=folder, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         print(f"JS side failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}", file=sys.stderr)
         return None
@@ -150,17 +182,21 @@ def main(argv: list[str] | None = None) -> int:
 
     load_before = os.getloadavg()
     torch_ms = {n: {b: time_torch(BENCHES[n], b, args) for b in batches} for n in nets}
-    js = None
-    js_nets = [JS_NETS[n] for n in nets if n in JS_NETS]
-    if js_nets and not args.no_js:
-        js = time_js(js_nets, batches, args)
+    js_runs: dict[str, dict] = {}
+    for tool in JS_TOOLS:
+        tool_nets = [JS_NETS[n][1] for n in nets if n in JS_NETS and JS_NETS[n][0] == tool]
+        if tool_nets and not args.no_js:
+            out = time_js(tool, tool_nets, batches, args)
+            if out is not None:
+                js_runs[tool] = out
     load_after = os.getloadavg()
+    js = next(iter(js_runs.values()), None)  # backend / threads / tfjs are the same for both tools
 
     js_label = f"JS {js['backend']} x{js['threads']}" if js else "JS"
     print(f"CPU {os.cpu_count()} cores, load avg (1/5/15 min) before {load_before[0]:.2f}/{load_before[1]:.2f}/"
           f"{load_before[2]:.2f}, after {load_after[0]:.2f}/{load_after[1]:.2f}/{load_after[2]:.2f}")
     print(f"torch {torch.__version__} threads={torch.get_num_threads()}; {js_label}"
-          f"{' (face-api ' + js['face_api'] + ', tfjs ' + js['tfjs'] + ')' if js else ''}; detectors on "
+          f"{' (tfjs ' + js['tfjs'] + ')' if js else ''}; detectors on "
           f"{args.height}x{args.width} images, face nets on {args.crop_height}x{args.crop_width} crops")
     print("ms per image: wall = fastest of the repeats, cpu = CPU time of that run (more stable under load)")
     print(f"{'net':<20}{'batch':>6}{'torch wall':>12}{'torch cpu':>11}{'JS wall':>10}{'JS cpu':>9}"
@@ -169,9 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     for n in nets:
         for b in batches:
             t, tc = torch_ms[n][b]
-            key = JS_NETS.get(n, "")
-            j = js["ms_per_image"].get(key, {}).get(str(b)) if js else None
-            jc = js.get("cpu_ms_per_image", {}).get(key, {}).get(str(b)) if js else None
+            tool, key = JS_NETS.get(n, ("", ""))
+            run = js_runs.get(tool)
+            j = run["ms_per_image"].get(key, {}).get(str(b)) if run else None
+            jc = run.get("cpu_ms_per_image", {}).get(key, {}).get(str(b)) if run else None
             ratio = j / t if j else None
             ratio_c = jc / tc if jc and tc > 0 else None
             rows.append({"net": n, "batch": b, "torch_ms": t, "torch_cpu_ms": tc, "js_ms": j, "js_cpu_ms": jc,
@@ -181,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.out:
         write_json(args.out, {"torch_threads": args.threads, "image": [args.height, args.width],
                               "crop": [args.crop_height, args.crop_width], "torch": torch.__version__,
-                              "loadavg_before": load_before, "loadavg_after": load_after, "js": js, "rows": rows})
+                              "loadavg_before": load_before, "loadavg_after": load_after, "js": js_runs, "rows": rows})
     return 0
 
 

@@ -310,7 +310,11 @@ async function main() {
   console.log(`wrote ${args.outJson}`);
 }
 
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
-});
+module.exports = { loadModel, blazeface, centernet, FACE_NETS };
+
+if (require.main === module) {
+  main().catch((err) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
