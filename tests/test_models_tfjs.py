@@ -326,3 +326,71 @@ def test_cuda_matches_cpu(crops, monkeypatch):  # pragma: no cover - GPU machine
     bf = models.load("blazeface", device="cuda")
     det = bf.detect(crops["sample1_face0"].cuda())[0]
     assert det.boxes.device.type == "cuda"
+
+
+# -- layout handling of the reader on a synthetic graph ----------------------------------------------
+def _graph(nodes: list[tuple], consts: dict[str, np.ndarray]) -> TfjsGraphModel:
+    """nodes: (name, op, inputs, attrs) after an NHWC placeholder ``x`` [-1,5,6,3] and an identity 1x1 conv ``c``
+    (so that ``c`` is channels-first inside the reader)."""
+    b64 = lambda s: __import__("base64").b64encode(s.encode()).decode()  # noqa: E731
+    topo_nodes = [
+        {"name": "x", "op": "Placeholder", "attr": {"shape": {"shape": {"dim": [{"size": "-1"}, {"size": "5"},
+                                                                                 {"size": "6"}, {"size": "3"}]}}}},
+        {"name": "eye", "op": "Const"},
+        {"name": "c", "op": "Conv2D", "input": ["x", "eye"], "attr": {"padding": {"s": b64("VALID")}}},
+    ]
+    weights = {"eye": np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3)}
+    for name, value in consts.items():
+        topo_nodes.append({"name": name, "op": "Const"})
+        weights[name] = value
+    for name, op, inputs, attrs in nodes:
+        attr = {}
+        for k, v in attrs.items():
+            if isinstance(v, bool):
+                attr[k] = {"b": v}
+            elif isinstance(v, str):
+                attr[k] = {"s": b64(v)}
+            elif isinstance(v, list):
+                attr[k] = {"list": {"i": [str(i) for i in v]}}
+            else:
+                attr[k] = {"i": str(v)}
+        topo_nodes.append({"name": name, "op": op, "input": inputs, "attr": attr})
+    return TfjsGraphModel({"modelTopology": {"node": topo_nodes}}, weights, outputs=[n[0] for n in nodes])
+
+
+def test_layout_of_reductions_pads_concat_pools():
+    consts = {"hw": np.array([1, 2], np.int32), "ch": np.array([3], np.int32), "h": np.array([1], np.int32),
+              "pads": np.array([[0, 0], [1, 2], [0, 1], [0, 0]], np.int32), "ax3": np.array(3, np.int32),
+              "ax1": np.array(1, np.int32), "bias": np.array([1.0, 2.0, 3.0], np.float32)}
+    nodes = [
+        ("mean_hw", "Mean", ["c", "hw"], {"keep_dims": False}),
+        ("sum_c", "Sum", ["c", "ch"], {"keep_dims": True}),
+        ("max_h", "Max", ["c", "h"], {"keep_dims": False}),
+        ("pad", "Pad", ["c", "pads"], {}),
+        ("cat_c", "ConcatV2", ["c", "c", "ax3"], {}),
+        ("cat_h", "ConcatV2", ["c", "c", "ax1"], {}),
+        ("soft", "Softmax", ["c"], {}),
+        ("biased", "BiasAdd", ["c", "bias"], {}),
+        ("avg", "AvgPool", ["c"], {"ksize": [1, 3, 3, 1], "strides": [1, 2, 2, 1], "padding": "SAME"}),
+        ("maxp", "MaxPool", ["c"], {"ksize": [1, 2, 2, 1], "strides": [1, 2, 2, 1], "padding": "SAME"}),
+    ]
+    g = _graph(nodes, consts)
+    g.channels_first_outputs = False  # compare in NHWC, as TF computes
+    x = torch.rand(2, 3, 5, 6)
+    nhwc = x.permute(0, 2, 3, 1)
+    out = dict(zip([n[0] for n in nodes], g(x)))
+    torch.testing.assert_close(out["mean_hw"], nhwc.mean((1, 2)))
+    torch.testing.assert_close(out["sum_c"], nhwc.sum(3, keepdim=True))
+    torch.testing.assert_close(out["max_h"], nhwc.amax(1))  # [B,W,C]: remaining axes in logical order
+    torch.testing.assert_close(out["pad"], torch.nn.functional.pad(nhwc, (0, 0, 0, 1, 1, 2)))
+    torch.testing.assert_close(out["cat_c"], torch.cat([nhwc, nhwc], 3))
+    torch.testing.assert_close(out["cat_h"], torch.cat([nhwc, nhwc], 1))
+    torch.testing.assert_close(out["soft"], torch.softmax(nhwc, -1))
+    torch.testing.assert_close(out["biased"], nhwc + torch.tensor([1.0, 2.0, 3.0]))
+    # TF 'same' 3x3/2 average on 5x6: pads (1,1) rows and (0,1) cols, padded cells not counted
+    xp = torch.nn.functional.pad(x, (0, 1, 1, 1))
+    ones = torch.nn.functional.pad(torch.ones(1, 1, 5, 6), (0, 1, 1, 1))
+    want = torch.nn.functional.avg_pool2d(xp, 3, 2) / torch.nn.functional.avg_pool2d(ones, 3, 2)
+    torch.testing.assert_close(out["avg"], want.permute(0, 2, 3, 1))
+    want = torch.nn.functional.max_pool2d(torch.nn.functional.pad(x, (0, 0, 0, 1), value=-float("inf")), 2, 2)
+    torch.testing.assert_close(out["maxp"], want.permute(0, 2, 3, 1))

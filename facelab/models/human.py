@@ -14,13 +14,20 @@ differentiably:
   the weighted blending of MediaPipe's own BlazeFace is not part of Human. ``detect`` returns the boxes
   Human computes before its own enlarging for the mesh model (``scaleBoxCoordinates``), in input pixels.
 * :class:`HumanEmbedder`: ``mobilefacenet`` (112, 192-D, unit norm; Human passes the 0..1 crop as is)
-  and ``faceres`` (224, 1024-D, input ``x * 255``; HSE FaceRes).
+  and ``faceres`` (224, 1024-D, input ``x * 255``; HSE FaceRes). Euclidean distance; match thresholds are
+  the equal-error points on the bundled faces (``tools/human_reference/calibrate_thresholds.py``).
 * :class:`HumanClassifier`: ``gear`` heads (age bins / gender / race, crop box [0, .1, .9, .9]),
   ``gender`` (the net Human loads in ``ssrnet-gender.ts``; its model.json names oarriaga's
   face_classification as origin, not SSR-Net; grayscale 64x64 in [-1, 1]; labels female/male), ``emotion``
   (oarriaga, grayscale 64x64 in [-1, 1]; 7 labels), ``faceres`` heads (gender sigmoid, 100 age bins). These nets end
   in softmax / sigmoid, so their logits are ``log p`` (softmax of it gives back ``p``) or ``logit(p)``.
 * :class:`SsrNetAge`: the SSR-Net age regressor (64x64, input ``x * 255``): ``forward`` -> age [B] in years.
+* :class:`CenterNet`: MobileNetV3 CenterNet, a COCO object detector (80 :data:`COCO_LABELS`).
+
+Zoo names (:data:`facelab.models.MODELS`): ``blazeface``, ``mobilefacenet``, ``faceres``,
+``faceres_attributes`` (``head="gender"|"age"``), ``gear`` (``head="gender"|"age"|"race"``), ``ssrnet_age``,
+``human_gender``, ``emotion``, ``centernet``. Not ported (yet): ``blazeface-front``, ``mobileface``,
+``faceres-deep``, ``nanodet``, ``antispoof``, ``liveness`` and ``faceboxes`` of the same package.
 """
 
 from __future__ import annotations
