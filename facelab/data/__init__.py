@@ -2,8 +2,8 @@
 
 * :mod:`facelab.data.images` -- ``load_image``/``save_image``: ``[3, H, W]`` float RGB in [0, 1].
 * :mod:`facelab.data.faces` -- the embedded demo set (9 photos, 30 faces, hand-checked boxes and labels;
-  ``bundled_faces()``), the extra set (4 photos of 2 people, 40 CelebA labels; ``extra_faces()``) and both
-  together (``all_faces()``: 13 photos, 34 faces, 32 identities).
+  ``bundled_faces()``), the extra set (8 photos, 10 faces of 9 people, 40 CelebA labels; ``extra_faces()``)
+  and both together (``all_faces()``: 17 photos, 40 faces, 37 identities).
 * :mod:`facelab.data.identities` -- K identities with several views each and a leak-free split.
 * :mod:`facelab.data.scenes` -- synthetic multi-face scenes (grid or random placement, exact boxes, COCO json).
 * :mod:`facelab.data.fixtures` -- tiny CelebA / PubFig / LFW folders in the official formats, from the faces.

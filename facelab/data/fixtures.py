@@ -1,7 +1,7 @@
 """Paper-format data folders written from the bundled faces, so the full-scale loaders run anywhere (CI).
 
-Each writer makes a tiny copy of an official layout from :func:`facelab.data.faces.all_faces` (34 faces,
-32 identities, 13 photos), read back by the same loader as the real data set:
+Each writer makes a tiny copy of an official layout from :func:`facelab.data.faces.all_faces` (40 faces,
+37 identities, 17 photos), read back by the same loader as the real data set:
 
 * :func:`write_celeba` -- ``img_align_celeba/`` (178x218, aligned by the 5 landmarks onto CelebA-like eye,
   nose and mouth positions), ``list_attr_celeba.txt`` (40 columns, +1/-1), ``list_eval_partition.txt``
@@ -11,7 +11,7 @@ Each writer makes a tiny copy of an official layout from :func:`facelab.data.fac
   -> :class:`facelab.data.pubfig.IdentityFolders`.
 * :func:`write_lfw` -- ``<root>/<Name>/<Name>_<NNNN>.jpg`` (250x250, LFW-like framing) and ``pairs.txt``
   (``<folds> <n>``, per fold n matched then n mismatched pairs) -> :class:`facelab.data.lfw.LFWPairs`.
-  Genuine pairs use two different photos wherever the person has them (Obama); for the single-photo people
+  Genuine pairs use two different photos wherever the person has them (Obama, Einstein); for the others
   the person's further images are seeded augmentations, so their genuine pairs are photo-vs-augmentation.
 * :func:`facelab.data.scenes.write_coco` -- synthetic multi-face scenes as a COCO detection json.
 

@@ -1,7 +1,7 @@
 """Identity sets for face classification (chapter 3): K people, several views each, a leak-free split.
 
-Built from the bundled faces (:func:`facelab.data.faces.all_faces`: 34 faces of 32 people, 13 photos).
-Counts: ``Barack_Obama`` has 3 different photos, every other person (31) has exactly one.
+Built from the bundled faces (:func:`facelab.data.faces.all_faces`: 40 faces of 37 people, 17 photos).
+Counts: ``Barack_Obama`` has 3 different photos, ``Albert_Einstein`` 2, every other person (35) exactly one.
 
 How a view is made (:func:`identity_set`):
 
@@ -14,10 +14,10 @@ How a view is made (:func:`identity_set`):
   Train and test views are different draws (different seeds), never the same view.
 
 What it can show: that a classifier (and an attack on it) runs end to end on K real identities with
-aligned 112x112 crops, deterministic per seed; for Obama, recognition across different photos.
-What it cannot show: generalisation to new photos for the 31 single-photo people -- their test views are
+aligned 112x112 crops, deterministic per seed; for Obama and Einstein, recognition across different photos.
+What it cannot show: generalisation to new photos for the 35 single-photo people -- their test views are
 augmentations of the same photo as their training views, so accuracy there measures robustness to the
-augmentations, not face recognition; and with 32 people (29 of them young women from stock photos) no
+augmentations, not face recognition; and with 37 people (26 of them young women from stock photos) no
 number from it says anything about a population. Use a PubFig/LFW-scale folder
 (:class:`facelab.data.pubfig.IdentityFolders`) for real numbers.
 """
