@@ -25,6 +25,7 @@ def test_gallery_page_up_to_date_and_in_toc():
     text = (ROOT / "book" / "gallery.md").read_text()
     fs = all_faces()
     assert all(f"| `{f.face_id}` | {f.identity} |" in text for f in fs.faces)
+    assert all(f"| `{p.photo_id}` |" in text for p in fs.photos)
     assert "**17 photos, 40 faces, 37 identities**" in text
     assert (ROOT / "book" / "gallery_faces.jpg").stat().st_size > 10_000
     toc = yaml.safe_load((ROOT / "_toc.yml").read_text())

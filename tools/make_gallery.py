@@ -61,16 +61,19 @@ def markdown(fs: FaceSet) -> str:
         "(the core set's people are named by their face id).",
         "```",
         "",
-        "| face id | identity | photo (source) | true | false | unsure |",
-        "|---|---|---|---|---|---|",
+        "| photo | source | faces |",
+        "|---|---|---|",
     ]
+    for ph in fs.photos:
+        out.append(f"| `{ph.photo_id}` | {SOURCES.get(ph.photo_id, '?')} | {len(ph.face_ids)} |")
+    out += ["", "Each face's CelebA labels: the attributes judged true, and how many are judged false or unsure.", "",
+            "| face | identity | true | false | unsure |", "|---|---|---|---|---|"]
     for i, f in enumerate(fs.faces):
         row = labels[i]
         true = [a for a, v in zip(CELEBA_ATTRIBUTES, row.tolist()) if v == 1]
         n_false = int((row == 0).sum())
         n_unsure = 40 - len(true) - n_false
-        out.append(f"| `{f.face_id}` | {f.identity} | `{f.photo_id}` ({SOURCES.get(f.photo_id, '?')}) | "
-                   f"{', '.join(true) or '—'} | {n_false} | {n_unsure} |")
+        out.append(f"| `{f.face_id}` | {f.identity} | {', '.join(true) or '—'} | {n_false} | {n_unsure} |")
     out += ["", f"Counts per attribute over the {len(fs.faces)} faces (true / false; the rest unsure):", "",
             "| attribute | true | false |", "|---|---|---|"]
     for j, a in enumerate(CELEBA_ATTRIBUTES):
