@@ -136,6 +136,14 @@ def decode_weights(manifest: Sequence[Mapping], read_shard: Callable[[str], byte
 
 # -- attributes ------------------------------------------------------------------------------------
 def _attr(node: Mapping, key: str, default=None):
+    cache = node.get("_parsed")
+    if cache is not None and key in cache:
+        v = cache[key]
+        return default if v is None else v
+    return _parse_attr(node, key, default)
+
+
+def _parse_attr(node: Mapping, key: str, default=None):
     a = node.get("attr", {}).get(key)
     if a is None:
         return default
@@ -223,6 +231,8 @@ class TfjsGraphModel(nn.Module):
         for n in nodes:
             if "name" not in n or "op" not in n:
                 raise GraphModelError(f"{name}: a node without name or op: {json.dumps(n)[:200]}")
+            n = dict(n)  # own copy: the parsed attributes are cached in it
+            n["_parsed"] = {k: _parse_attr(n, k) for k in n.get("attr", {})}
             self._nodes[n["name"]] = n
         placeholders = [n["name"] for n in nodes if n["op"] == "Placeholder"]
         self.input_names = list(inputs) if inputs is not None else placeholders
@@ -505,9 +515,9 @@ def _activation(node: Mapping, name: str, x: Tensor, extra: Tensor | None) -> Te
     raise GraphModelError(f"node {node['name']!r} ({node['op']}): fused activation {name!r} is not supported")
 
 
-def _fused(node: Mapping, y: Tensor, args: list[Tensor], channel_dim: int) -> Tensor:
+def _fused(node: Mapping, y: Tensor, args: list[Tensor], channel_dim: int, ops: list[str] | None = None) -> Tensor:
     """tfjs fused BiasAdd + activation; ``args`` are the extra inputs (bias, prelu alpha)."""
-    ops = _attr(node, "fused_ops", [])
+    ops = _attr(node, "fused_ops", []) if ops is None else ops
     if not ops:
         return y
     rest = list(ops)
@@ -538,10 +548,17 @@ def _fused(node: Mapping, y: Tensor, args: list[Tensor], channel_dim: int) -> Te
 
 @_op("Conv2D")
 def _op_conv2d(m, node, a):
-    return _conv(node, _cf(a[0], node["name"]), a[1][0], 1), True
+    return _keep_channels_last(m, _conv(node, _cf(a[0], node["name"]), a[1][0], 1)), True
 
 
-def _fused_conv(node: Mapping, a: list, groups: int | None) -> Value:
+def _keep_channels_last(m: TfjsGraphModel, y: Tensor) -> Tensor:
+    """On CPU, keep activations channels_last (a 1-channel input makes torch pick the contiguous layout)."""
+    if m.channels_last and y.device.type == "cpu":
+        return y.contiguous(memory_format=torch.channels_last)
+    return y
+
+
+def _fused_conv(m: TfjsGraphModel, node: Mapping, a: list, groups: int | None) -> Value:
     """Conv + fused BiasAdd (as the convolution's bias) + activation (in place on the fresh output)."""
     x = _cf(a[0], node["name"])
     ops = _attr(node, "fused_ops", [])
@@ -549,30 +566,29 @@ def _fused_conv(node: Mapping, a: list, groups: int | None) -> Value:
     bias = None
     if ops and ops[0] == "BiasAdd" and extra and extra[0].dim() == 1:
         bias, extra, ops = extra[0], extra[1:], ops[1:]
-        node = {**node, "attr": {**node.get("attr", {}), "fused_ops": {"list": {"s": [
-            base64.b64encode(o.encode()).decode() for o in ops]}}}}
     y = _conv(node, x, a[1][0], x.shape[1] if groups is None else groups, bias)
+    y = _keep_channels_last(m, y)
     if ops == ["Relu"]:
         return F.relu(y, inplace=True), True
     if ops == ["Relu6"]:
         return F.relu6(y, inplace=True), True
-    return _fused(node, y, extra, 1), True
+    return _fused(node, y, extra, 1, ops), True
 
 
 @_op("_FusedConv2D")
 def _op_fused_conv2d(m, node, a):
-    return _fused_conv(node, a, 1)
+    return _fused_conv(m, node, a, 1)
 
 
 @_op("DepthwiseConv2dNative", "DepthwiseConv2D")
 def _op_depthwise(m, node, a):
     x = _cf(a[0], node["name"])
-    return _conv(node, x, a[1][0], x.shape[1]), True
+    return _keep_channels_last(m, _conv(node, x, a[1][0], x.shape[1])), True
 
 
 @_op("FusedDepthwiseConv2dNative")
 def _op_fused_depthwise(m, node, a):
-    return _fused_conv(node, a, None)
+    return _fused_conv(m, node, a, None)
 
 
 @_op("MatMul", "_FusedMatMul", "BatchMatMul", "BatchMatMulV2")
