@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facelab-installed
 RUN ?= runs/main
 PYTEST_ARGS ?=
 
-.PHONY: setup assets test book lab chapters clean-book lock help
+.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool
 
 help:
 	@echo "make test   - set up (venv, pinned install, kernel, assets) and run the whole test suite"
@@ -54,3 +54,40 @@ clean-book:
 lock:
 	$(PY) -m pip freeze --exclude-editable --exclude facelab | sort -f > $(LOCK)
 	$(PY) tools/make_environment_yml.py
+
+# Mutation testing (not part of `make test`; tests/MUTATION.md has the scores and the equivalent mutants).
+# Installs the pinned mutmut and runs it once per module, each in a scratch copy _build/mutation/<module>/
+# (facelab/, pyproject.toml's [tool.mutmut] and only that module's fastest relevant tests), so a run never
+# writes into the working tree. Prints killed/mutants per module; _build/mutation/scores.txt keeps them.
+# `make mutation MUTATION_MODULES=metrics` runs one module; MUTATION_JOBS sets mutmut's parallel children.
+MUTMUT_PIN := mutmut==3.8.1
+MUTATION_DIR := _build/mutation
+MUTATION_MODULES ?= metrics attacks defenses assets
+MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+MUTATION_TESTS_metrics := test_metrics_detection.py test_metrics_widerface.py test_metrics_uncertainty.py test_properties.py
+MUTATION_TESTS_attacks := test_attacks_patch.py test_properties.py
+MUTATION_TESTS_defenses := test_defenses.py
+MUTATION_TESTS_assets := test_assets.py
+
+mutation-tool: $(STAMP)
+	$(PY) -m pip install --quiet "$(MUTMUT_PIN)"
+
+mutation: mutation-tool
+	@mkdir -p $(MUTATION_DIR) && : > $(MUTATION_DIR)/scores.txt
+	@for m in $(MUTATION_MODULES); do $(MAKE) --no-print-directory mutation-$$m || exit 1; done
+	@echo "mutation score per module (killed incl. timeouts / mutants):" && cat $(MUTATION_DIR)/scores.txt
+
+mutation-%: mutation-tool
+	@test -n "$(MUTATION_TESTS_$*)" || { echo "no MUTATION_TESTS_$* in the Makefile"; exit 1; }
+	rm -rf $(MUTATION_DIR)/$* && mkdir -p $(MUTATION_DIR)/$*/tests
+	cp -r facelab pyproject.toml $(MUTATION_DIR)/$*/
+	cp tests/conftest.py $(wildcard $(MUTATION_TESTS_$*:%=tests/%)) $(MUTATION_DIR)/$*/tests/
+	find $(MUTATION_DIR)/$* -name __pycache__ -prune -exec rm -rf {} +
+	cd $(MUTATION_DIR)/$* && start=$$(date +%s) \
+	  && "$(abspath $(VENV))/bin/mutmut" run --max-children $(MUTATION_JOBS) "facelab.$*.*" > run.log 2>&1 \
+	  && "$(abspath $(VENV))/bin/mutmut" results --all true 2>/dev/null | grep "^ *facelab\.$*\." > results.txt; \
+	  rc=$$?; end=$$(date +%s); test $$rc -eq 0 || { tail -c 2000 run.log; exit 1; }; \
+	  awk -v m=$* -v t=$$((end - start)) -F': ' '{n++; s[$$2]++} END {k = s["killed"] + s["timeout"]; \
+	    printf "%-9s %4d/%-4d = %5.1f %%  survived %d, no tests %d, timeout %d, suspicious %d  (%d s)\n", \
+	    m, k, n, n ? 100 * k / n : 0, s["survived"], s["no tests"], s["timeout"], s["suspicious"], t}' results.txt \
+	  | tee -a ../scores.txt

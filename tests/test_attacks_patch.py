@@ -215,15 +215,34 @@ def test_few_steps_lower_targeted_scores_and_model_unchanged():
     assert atk.patch.min() >= 0 and atk.patch.max() <= 1
 
 
+def _face_scores(det, data, patch, alpha=0.6):
+    """Per image, the victim's mean score over the anchors with IoU >= 0.3 with the face (patch pasted)."""
+    from torchvision.ops import box_iou
+
+    out = []
+    with torch.no_grad():
+        for im, gt in data:
+            d = det.dense(paste_patch(im, patch, gt, alpha, "center")[None])
+            near = box_iou(d.anchors[0], gt).max(1).values >= 0.3
+            out.append(float(d.scores[0][near].mean()))
+    return out
+
+
 @pytest.mark.parametrize("method", ["patch_score", "patch_score_focal", "patch_combination"])
-def test_score_methods_run_and_lower_loss(method):
+def test_score_methods_lower_the_face_score(method):
     det = TinyDetector(seed=1)
     data = tiny_data(2)
     atk = UniversalPatchAttack(det, method, alpha=0.6, location="center", score_threshold=0.5, lr=0.05)
+    p0 = atk.patch.detach().clone()
     s0 = atk.evaluate(data)
+    assert s0.n > 0
     atk.fit(data, epochs=4, batch_size=2)
+    # the victim's scores on every face fall (a sample set that merely shrank would not do this) and the
+    # minimised −L_adv falls: the training optimises the loss it reports
+    before, after = _face_scores(det, data, p0), _face_scores(det, data, atk.patch.detach())
+    assert all(a < b - 0.02 for a, b in zip(after, before)), (before, after)
     s1 = atk.evaluate(data)
-    assert s1.n <= s0.n or s1.mean_score < s0.mean_score
+    assert s1.loss < s0.loss and s1.mean_score < s0.mean_score, (s0, s1)
 
 
 class SneakyDetector(TinyDetector):
@@ -278,3 +297,161 @@ def test_interpolation_matches_manual_downsample():
     out = paste_patch(torch.zeros(3, 60, 60), tex, torch.tensor([[10.0, 10.0, 50.0, 50.0]]), 1.0, "top")
     ref = F.interpolate(tex[None], size=(40, 40), mode="bilinear", antialias=True, align_corners=False)[0]
     assert torch.allclose(out[:, 10:50, 10:50], ref, atol=1e-5)
+
+
+# -- exact rules and losses (issue 19) --------------------------------------------------------------
+
+def test_patch_score_threshold_is_strict():
+    # Patch-Score selects S_i > δ − m: a score exactly at the threshold is not selected
+    scores = torch.tensor([0.5, 0.50001, 0.49999, 0.9])
+    anchors = torch.zeros(4, 4)
+    mask = select_samples("patch_score", anchors, torch.zeros(0, 4), torch.zeros(0, 4), scores, score_threshold=0.5)
+    assert mask.tolist() == [False, True, False, True]
+    # the same strict rule inside Patch-Combination
+    anchors = torch.tensor([[0.0, 0, 10, 10]] * 4)
+    gt = torch.tensor([[0.0, 0, 10, 10]])
+    mask = select_samples("patch_combination", anchors, gt, gt, scores, score_threshold=0.5)
+    assert mask.tolist() == [False, True, False, True]
+
+
+def test_patch_combination_lambda1_and_lambda2_are_distinct():
+    anchors, gt, pb, scores = _case()
+    # anchor 2: IoU 1/3 with the face, 10/115 = 0.087 with the patch; anchor 3 (= patch): IoU 0.25 with the face, 1 with P
+    kw = dict(score_threshold=0.5)
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.3, lambda2=0.99, **kw).tolist() == \
+        [True, False, True, True, False]
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.9, lambda2=0.3, **kw).tolist() == \
+        [True, False, False, True, False]
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.9, lambda2=1.0, **kw).tolist() == \
+        [True, False, False, False, False]
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.34, lambda2=0.08, **kw).tolist() == \
+        [True, False, True, True, False]
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.34, lambda2=0.09, **kw).tolist() == \
+        [True, False, False, True, False]
+    # UniversalPatchAttack passes its own λ1 / λ2 through
+    atk = UniversalPatchAttack(TinyDetector(), "patch_combination", lambda1=0.1, lambda2=0.7)
+    assert (atk.lambda1, atk.lambda2) == (0.1, 0.7)
+
+
+def test_patch_iou_threshold_is_strict_and_configurable():
+    anchors = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 20], [0, 0, 10, 15]])  # IoU 1, 0.5, 2/3 with the face
+    gt = torch.tensor([[0.0, 0, 10, 10]])
+    m = select_samples("patch_iou", anchors, gt, gt, torch.zeros(3), iou_threshold=0.5, include_best=False)
+    assert m.tolist() == [True, False, True]
+    m = select_samples("patch_iou", anchors, gt, gt, torch.zeros(3), iou_threshold=0.7, include_best=False)
+    assert m.tolist() == [True, False, False]
+    # without faces nothing is selected (and include_best has nothing to add)
+    assert not select_samples("patch_iou", anchors, torch.zeros(0, 4), torch.zeros(0, 4), torch.zeros(3)).any()
+
+
+class FixedDetector(FaceDetector):
+    """A victim whose scores are fixed logits plus a term in the image (so the loss depends on the patch)."""
+
+    def __init__(self, logits) -> None:
+        super().__init__()
+        self.register_buffer("base", torch.as_tensor(logits, dtype=torch.float32))
+        self.anchors = torch.tensor([[8.0, 6, 40, 38]] * len(logits))
+
+    def dense(self, images):
+        b = images.shape[0]
+        lg = self.base[None].expand(b, -1) + 0.0 * images.mean(dim=(1, 2, 3))[:, None]
+        a = self.anchors[None].expand(b, -1, -1)
+        return DenseOutput(a, a, torch.sigmoid(lg), lg)
+
+
+def test_eq1_and_eq2_exact_loss_values():
+    # scores 0.9, 0.6, 0.3 on two images; δ − m = 0.5 selects 0.9 and 0.6 in each: N = 4 over the batch
+    s = torch.tensor([0.9, 0.6, 0.3])
+    det = FixedDetector(torch.logit(s))
+    data = tiny_data(2)
+    eq1 = (2 * math.log(0.9) + 2 * math.log(0.6)) / 4  # −L_adv = 1/N Σ log S_i
+    eq2 = (2 * 0.81 * math.log(0.9) + 2 * 0.36 * math.log(0.6)) / 4  # 1/N Σ S_i^γ log S_i, γ = 2
+    for method, expect in (("patch_score", eq1), ("patch_combination", eq1), ("patch_score_focal", eq2)):
+        atk = UniversalPatchAttack(det, method, score_threshold=0.5, lambda1=0.3, lambda2=0.3, alpha=0.6)
+        st = atk.evaluate(data, batch_size=2)
+        assert st.n == 4 and st.loss == pytest.approx(expect, rel=1e-5), method
+        assert st.mean_score == pytest.approx(0.75, rel=1e-5)
+        st = atk.step(data)  # one batch of two images: the same pooled mean
+        assert st.n == 4 and st.loss == pytest.approx(expect, rel=1e-5), method
+    # γ = 3
+    atk = UniversalPatchAttack(det, "patch_score_focal", score_threshold=0.5, gamma=3.0)
+    assert atk.evaluate(data).loss == pytest.approx((0.729 * math.log(0.9) + 0.216 * math.log(0.6)) / 2, rel=1e-5)
+    # batches of one image: evaluate weights each batch's mean by its N
+    atk = UniversalPatchAttack(det, "patch_score", score_threshold=0.5)
+    assert atk.evaluate(data, batch_size=1).loss == pytest.approx(eq1, rel=1e-5)
+    # a threshold above every score: N = 0 and a zero loss, not a division by zero
+    atk = UniversalPatchAttack(det, "patch_score", score_threshold=0.95)
+    st = atk.evaluate(data)
+    assert (st.n, st.loss, st.mean_score) == (0, 0.0, 0.0)
+    st = atk.step(data)
+    assert (st.n, st.loss) == (0, 0.0)
+
+
+def test_attack_defaults_follow_the_paper():
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou")
+    assert (atk.alpha, atk.location, atk.score_threshold, atk.iou_threshold) == (0.5, "top", 0.5, 0.6)
+    assert (atk.lambda1, atk.lambda2, atk.gamma, atk.literal_focal) == (0.3, 0.3, 2.0, False)
+    assert atk.patch.shape == (3, 128, 128) and atk.lr == 0.03 and atk.eot is None
+    assert torch.equal(atk.patch.detach(), init_patch("noise", 128, seed=0))
+    assert atk.patch.requires_grad and atk.optimizer.param_groups[0]["lr"] == 0.03
+    gray = UniversalPatchAttack(TinyDetector(), "patch_iou", init="gray", size=16)
+    assert torch.equal(gray.patch.detach(), torch.full((3, 16, 16), 0.5))
+    img = torch.rand(3, 20, 20)
+    from_img = UniversalPatchAttack(TinyDetector(), "patch_iou", init=img, size=8)
+    assert torch.equal(from_img.patch.detach(), init_patch(img, 8))
+    with pytest.raises(ValueError, match="location"):
+        UniversalPatchAttack(TinyDetector(), "patch_iou", location="left")
+    assert repr(atk) == "UniversalPatchAttack(model=TinyDetector, device=cpu)"
+
+
+def test_eot_brightness_scales_the_pasted_patch():
+    gt = torch.tensor([[0.0, 0.0, 40.0, 40.0]])  # α = 0.5 -> patch box [10, 0, 30, 20] (top)
+    patch = torch.full((3, 128, 128), 0.4)
+    eot = EOT(rotation=0.0, scale=0.0, brightness=0.5)
+    g = torch.Generator().manual_seed(3)
+    _, _, b = eot.sample(torch.Generator().manual_seed(3))
+    assert b != 1.0 and 0.5 <= b <= 1.5
+    out = paste_patch(torch.zeros(3, 40, 40), patch, gt, 0.5, "top", eot=eot, generator=g)
+    assert torch.allclose(out[:, 0:20, 10:30], torch.full((3, 20, 20), min(1.0, 0.4 * b)), atol=1e-5)
+    assert out[:, 20:].abs().max() == 0 and out[:, :, :10].abs().max() == 0
+    # the factor is drawn as 1 + u·brightness with u uniform in [-1, 1]: its spread follows `brightness`
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.tensor([EOT(0.0, 0.0, 0.2).sample(gen)[2] for _ in range(400)])
+    assert 0.8 <= draws.min() < 0.82 and 1.18 < draws.max() <= 1.2
+
+
+def test_eot_rotation_and_scale():
+    gen = torch.Generator().manual_seed(0)
+    draws = torch.tensor([EOT(10.0, 0.1, 0.0).sample(gen)[:2] for _ in range(400)])
+    assert -10 <= draws[:, 0].min() < -9.5 and 9.5 < draws[:, 0].max() <= 10
+    assert 0.9 <= draws[:, 1].min() < 0.91 and 1.09 < draws[:, 1].max() <= 1.1
+    assert EOT().rotation == 10.0 and EOT().scale == 0.1 and EOT().brightness == 0.1
+    # scale only: a white patch on black covers (s·side)² pixels, centred on the same point
+    gt = torch.tensor([[0.0, 0.0, 64.0, 64.0]])
+    eot = EOT(rotation=0.0, scale=0.5, brightness=0.0)
+    _, sc, _ = eot.sample(torch.Generator().manual_seed(1))
+    out = paste_patch(torch.zeros(3, 64, 64), torch.ones(3, 128, 128), gt, 0.5, "center", eot=eot,
+                      generator=torch.Generator().manual_seed(1))
+    assert out[0].sum().item() == pytest.approx((32 * sc) ** 2, rel=1e-3)
+    ys, xs = torch.nonzero(out[0] > 0.5, as_tuple=True)
+    assert (ys.float().mean() + 0.5).item() == pytest.approx(32, abs=0.5) and (xs.float().mean() + 0.5).item() == pytest.approx(32, abs=0.5)
+    # rotation only: a 45° turn of a square keeps its area and reaches farther along the axes
+    eot = EOT(rotation=45.0, scale=0.0, brightness=0.0)
+    g = torch.Generator().manual_seed(2)
+    rot, _, _ = eot.sample(torch.Generator().manual_seed(2))
+    out = paste_patch(torch.zeros(3, 64, 64), torch.ones(3, 128, 128), gt, 0.5, "center", eot=eot, generator=g)
+    assert abs(rot) > 5 and out[0].sum().item() == pytest.approx(32 * 32, rel=2e-2)
+    straight = paste_patch(torch.zeros(3, 64, 64), torch.ones(3, 128, 128), gt, 0.5, "center")
+    assert (out[0] > 0.5).any(dim=0).sum() > (straight[0] > 0.5).any(dim=0).sum()
+
+
+def test_paste_brightness_saturates_and_forward_pastes_current_patch():
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.5, location="top", init="gray", size=16)
+    img = torch.zeros(3, 40, 40)
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    out = atk(img, boxes)
+    assert not out.requires_grad
+    assert torch.allclose(out[:, 0:20, 10:30], torch.full((3, 20, 20), 0.5), atol=1e-5)
+    assert torch.equal(atk.paste(img, boxes), out.detach()) or torch.allclose(atk.paste(img, boxes), out)
+    other = torch.ones(3, 16, 16)
+    assert torch.allclose(atk.paste(img, boxes, other)[:, 0:20, 10:30], torch.ones(3, 20, 20), atol=1e-5)

@@ -130,6 +130,7 @@ def test_load_wider_mat_errors_name_the_file(tmp_path):
         load_wider_gt(tmp_path)
 
 
+@pytest.mark.filterwarnings("error")  # 0/0 precision is NaN without a numpy warning
 def test_hand_derived_ap(fixture_dirs):
     gt_dir, pred_dir = fixture_dirs
     res = evaluate(pred_dir, gt_dir)
@@ -281,3 +282,99 @@ def test_dev_real_wider_val_agrees_with_expected():
     res = evaluate(SHARED / expected.get("predictions", "example_predictions"), SHARED)
     for s in ("easy", "medium", "hard", "all"):
         assert abs(res["ap"][s] - expected[s]) < 1e-6, s
+
+
+def test_voc_ap_uses_the_precision_envelope():
+    # precision rises with recall: the envelope lifts the first segment to 1 (0.75 without it)
+    assert voc_ap(np.array([0.5, 1.0]), np.array([0.5, 1.0])) == 1.0
+    assert voc_ap(np.array([0.25, 0.5, 1.0]), np.array([1.0, 0.5, 0.75])) == pytest.approx(0.25 + 0.75 * 0.75)
+    # recall that stops short of 1 adds nothing beyond its last point
+    assert voc_ap(np.array([0.5]), np.array([1.0])) == 0.5
+
+
+@pytest.mark.parametrize("line1, stem", [
+    ("0--Parade\\0_Parade_1.jpg", "0_Parade_1"),
+    ("a/b/0--Parade/x_y.jpg", "x_y"),
+    ("x_y.jpeg", "x_y"),
+    ("x_y.JPEG", "x_y"),
+    ("x_y.png", "x_y"),
+    ("x_y.PNG", "x_y"),
+    ("x.v2", "x.v2"),
+    ("x_y", "x_y"),
+])
+def test_read_predictions_image_name_forms(tmp_path, line1, stem):
+    (tmp_path / "ev").mkdir()
+    (tmp_path / "ev" / f"{stem}.txt").write_text(f"{line1}\n1\n1 2 3 4 0.5\n")
+    preds = read_predictions(tmp_path)
+    assert list(preds["ev"]) == [stem] and preds["ev"][stem].dtype == np.float64
+
+
+def test_read_predictions_without_events(tmp_path):
+    (tmp_path / "stray.txt").write_text("x\n0\n")
+    with pytest.raises(ValueError, match=r": no event folders with prediction files$"):
+        read_predictions(tmp_path)
+
+
+def test_normalize_scores_rejects_non_finite():
+    with pytest.raises(ValueError, match=r"^predictions\['e'\]\['i'\]: non-finite values$"):
+        normalize_scores({"e": {"i": np.array([[0, 0, 1, 1, 0.5], [0, 0, 1, 1, np.inf]])}})
+
+
+def _gt(images: dict, keep: dict | None = None) -> dict:
+    """In-memory load_wider_gt output: {event: {name: boxes x y w h}} (+ an "easy" setting's keep lists)."""
+    out = {"all": {e: {n: {"boxes": np.array(b, dtype=float).reshape(-1, 4), "keep": None} for n, b in ev.items()}
+                   for e, ev in images.items()}}
+    if keep is not None:
+        out["easy"] = {e: {n: {"boxes": out["all"][e][n]["boxes"], "keep": keep.get((e, n))} for n in ev}
+                       for e, ev in images.items()}
+    return out
+
+
+def test_evaluate_face_ids_do_not_collide_across_images():
+    # image a has two faces, b one, c one; each detected once -> recall 1, AP 1
+    face, face2 = [0, 0, 9, 9], [20, 0, 9, 9]
+    gt = _gt({"ev": {"a": [face, face2], "b": [face], "c": [face2]}})
+    preds = {"ev": {"a": np.array([face + [0.9], face2 + [0.8]]), "b": np.array([face + [0.7]]),
+                    "c": np.array([face2 + [0.6]])}}
+    res = evaluate(preds, gt, settings=("all",))
+    c = res["curves"]["all"]
+    assert (c["recalled"][-1], c["proposals"][-1], c["n_faces"]) == (4, 4, 4)
+    assert res["ap"]["all"] == pytest.approx(1.0) and res["n_images"] == 3 and res["n_predictions"] == 4
+
+
+@pytest.mark.filterwarnings("error")
+def test_evaluate_missing_images_and_events():
+    face = [0, 0, 9, 9]
+    gt = _gt({"ev": {"a": [face]}, "gone": {"b": [face]}})
+    preds = {"ev": {"a": np.array([face + [0.9], [50, 50, 9, 9, 0.1]])}}
+    with pytest.raises(FileNotFoundError, match="gone/b"):
+        evaluate(preds, gt, settings=("all",))
+    res = evaluate(preds, gt, settings=("all",), missing="empty")
+    c = res["curves"]["all"]
+    # the missing image adds its face, no proposal
+    assert (c["recalled"][-1], c["proposals"][-1], c["n_faces"]) == (1, 2, 2)
+    assert res["ap"]["all"] == pytest.approx(0.5)
+    # no image has both faces and predictions: nothing is matched, every proposal is skipped
+    res = evaluate({"x": {"y": np.array([face + [0.9], face + [0.2]])}}, gt, settings=("all",), missing="empty")
+    assert res["n_predictions"] == 0 and res["curves"]["all"]["proposals"][-1] == 0 and res["ap"]["all"] == 0.0
+    with pytest.raises(ValueError, match=r"^missing must be 'error' or 'empty', got 'skip'$"):
+        evaluate(preds, gt, missing="skip")
+    with pytest.raises(ValueError, match=r"^gt: needs the 'all' entry \(wider_face_val\.mat\) for the face boxes$"):
+        evaluate(preds, {"easy": gt["all"]})
+
+
+def test_evaluate_without_images_and_without_gt_list():
+    preds = {"ev": {"a": np.array([[0, 0, 9, 9, 0.9], [0, 0, 9, 9, 0.1]])}}
+    res = evaluate(preds, {"all": {}}, settings=("all",))
+    assert res["n_images"] == 0 and res["curves"]["all"]["n_faces"] == 0
+    gt = _gt({"ev": {"a": [[0, 0, 9, 9]]}}, keep={})
+    with pytest.raises(ValueError, match=r"^setting 'easy' has no gt_list$"):
+        evaluate(preds, gt, settings=("easy",))
+
+
+def test_evaluate_iou_threshold_is_used():
+    # detection (0,0,9,9) vs face (0,0,9,19): IoU(+1) = 100/200 = 0.5: a match at 0.5, not at 0.6
+    gt = _gt({"ev": {"a": [[0, 0, 9, 19]]}})
+    preds = {"ev": {"a": np.array([[0, 0, 9, 9, 0.9], [40, 40, 9, 9, 0.1]])}}
+    assert evaluate(preds, gt, settings=("all",))["curves"]["all"]["recalled"][-1] == 1
+    assert evaluate(preds, gt, settings=("all",), iou_thresh=0.6)["curves"]["all"]["recalled"][-1] == 0

@@ -229,3 +229,62 @@ def test_draw_detections(photos, golden):
     with pytest.raises(ValueError, match="scores"):
         draw_detections(photos["sample1"], [[0, 0, 1, 1]], [0.5, 0.6], ax=ax)
     plt.close("all")
+
+
+# -- NMS at the overlap that separates the families' thresholds (issue 19) --------------------------------
+
+def _pair(iou: float) -> torch.Tensor:
+    """[0,0,10,10] and a box of the same height, shifted right so that IoU = ``iou`` exactly (w = 10)."""
+    # IoU = (10 - d) / (10 + d) -> d = 10 (1 - iou) / (1 + iou)
+    d = 10 * (1 - iou) / (1 + iou)
+    return torch.tensor([[0.0, 0, 10, 10], [d, 0, 10 + d, 10]], dtype=torch.float64)
+
+
+def test_faceapi_tiny_nms_keeps_iou_equal_to_threshold():
+    from facelab.models.tiny_face_detector import IOU_THRESHOLD, TinyFaceDetector, faceapi_nms
+
+    assert IOU_THRESHOLD == 0.4 and TinyFaceDetector.nms_iou == 0.4
+    scores = torch.tensor([0.9, 0.8])
+    # IoU exactly 0.4 ([0,0,10,10] vs [0,0,10,25]: 100 / 250): face-api suppresses only IoU > 0.4
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 25]])
+    assert faceapi_nms(boxes, scores, 0.4).tolist() == [0, 1]
+    assert faceapi_nms(boxes, scores, 0.39).tolist() == [0]
+    # at an overlap of 0.6 the tiny detector (0.4) suppresses the lower box
+    assert faceapi_nms(_pair(0.6).float(), scores, 0.4).tolist() == [0]
+    assert faceapi_nms(_pair(0.6).float(), scores, 0.7).tolist() == [0, 1]
+    # ties: the later index is picked first (JS sort ascending + pop)
+    assert faceapi_nms(torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]), torch.tensor([0.5, 0.5]), 0.4).tolist() == [1, 0]
+
+
+def test_faceapi_ssd_nms_at_overlap_0_6():
+    from facelab.models.ssd_mobilenetv1 import SsdMobilenetV1, faceapi_ssd_nms
+
+    assert SsdMobilenetV1.nms_iou == 0.5
+    scores = torch.tensor([0.9, 0.8])
+    assert faceapi_ssd_nms(_pair(0.6).float(), scores, 100, 0.5, 0.3).tolist() == [0]
+    assert faceapi_ssd_nms(_pair(0.45).float(), scores, 100, 0.5, 0.3).tolist() == [0, 1]
+    # IoU exactly at the threshold is kept (face-api drops IoU > threshold)
+    boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 20]])  # IoU 0.5
+    assert faceapi_ssd_nms(boxes, scores, 100, 0.5, 0.3).tolist() == [0, 1]
+    # scores must exceed the score threshold
+    assert faceapi_ssd_nms(boxes, torch.tensor([0.29, 0.31]), 100, 0.5, 0.3).tolist() == [1]
+
+
+def test_trainable_detectors_nms_at_overlap_0_6():
+    from facelab.models.base import FaceDetector
+    from facelab.models.detection.faster_rcnn import FasterRCNNFace
+    from facelab.models.detection.retinanet import RetinaNetFace
+    from facelab.models.detection.sln import SLN
+    from facelab.models.detection.ssd import SSDFace
+
+    for cls in (SLN, SSDFace, RetinaNetFace, FasterRCNNFace):
+        assert cls.nms_iou == 0.5 and cls.postprocess is FaceDetector.postprocess, cls.__name__
+    det = FaceDetector()
+    scores = torch.tensor([0.9, 0.8])
+    out = det.postprocess(_pair(0.6).float(), scores, 0.5)
+    assert out.scores.tolist() == [pytest.approx(0.9)] and len(out.boxes) == 1
+    out = det.postprocess(_pair(0.45).float(), scores, 0.5)
+    assert len(out.boxes) == 2
+    # the score threshold keeps scores >= it
+    out = det.postprocess(torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]]), torch.tensor([0.5, 0.49]), 0.5)
+    assert out.scores.tolist() == [0.5]

@@ -257,17 +257,30 @@ def test_bad_input_errors(nets, name):
         call(torch.rand(1, 40, 40), [0, 0, 20, 20])
 
 
-def test_module_level_shortcuts():
+def test_module_level_shortcuts(nets):
+    """The module-level shortcuts are the pretrained nets' own methods on the crop of ``box`` (values, not shapes)."""
     from facelab.models import age_gender, expression, face_recognition, landmarks68
+    from facelab.models.faceapi_crop import crop_face
 
+    torch.manual_seed(5)
     image = torch.rand(3, 60, 50)
     box = [5, 5, 45, 55]
+    crop = crop_face(image, box)[0][None]
     with torch.no_grad():
-        assert face_recognition.describe(image, box).shape == (128,)
+        desc = face_recognition.describe(image, box)
+        assert torch.allclose(desc, nets["face_recognition"](crop)[0], atol=1e-6)
+        assert torch.allclose(face_recognition.describe(image, box, model=nets["face_recognition"]), desc, atol=1e-6)
         age, p = age_gender.predict(image, box)
-        assert isinstance(age, float) and 0 <= p <= 1
-        assert expression.predict(image, box).shape == (7,)
-        assert landmarks68.predict(image, box).shape == (68, 2)
+        ref_age, ref_gender = nets["age_gender"](crop)
+        assert isinstance(age, float) and age == pytest.approx(float(ref_age[0]), abs=1e-4)
+        assert p == pytest.approx(float(ref_gender[0, 0]), abs=1e-6) and 0 <= p <= 1
+        probs = expression.predict(image, box)
+        assert torch.allclose(probs, nets["expression"](crop)[0], atol=1e-6)
+        assert probs.sum().item() == pytest.approx(1.0, abs=1e-5)
+        lm = landmarks68.predict(image, box)
+        # landmarks come back in image pixels: the crop's own landmarks shifted by the box corner
+        assert torch.allclose(lm, nets["landmarks68"](crop)[0] + torch.tensor([5.0, 5.0]), atol=1e-4)
+        assert torch.allclose(landmarks68.predict(image, box, model=nets["landmarks68"]), lm, atol=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")

@@ -209,3 +209,43 @@ def test_to_device(model):
         torch.testing.assert_close(d.scores.cpu(), ref.scores, atol=1e-4, rtol=0)
         out = m.dense(x.to(dev))
         assert out.scores.device.type == dev
+
+
+
+def _stage_inputs(net: torch.nn.Module) -> tuple[list[int], object]:
+    sizes: list[int] = []
+    return sizes, net.register_forward_hook(lambda m, inp, out: sizes.append(int(inp[0].shape[0])))
+
+
+@pytest.mark.parametrize("name, factor, batch", [
+    ("insightface/t1.jpg", 0.709, False),
+    ("insightface/Tom_Hanks_54745.png", 0.8, False),
+    ("skimage/astronaut.png", 0.8, True),
+])
+def test_stage_candidate_counts_match_facenet_pytorch(name, factor, batch):
+    """Stage 1 (P-Net, NMS 0.5 per scale and 0.7 per image) hands R-Net as many windows as facenet-pytorch,
+    and stage 2 (NMS 0.7) hands O-Net as many: the NMS thresholds agree, not only the final boxes. With the
+    default pyramid factor 0.709 boxes of neighbouring scales overlap by IoU <= ~0.52, so the per-image 0.7
+    only shows with a finer pyramid (0.8: nested boxes of neighbouring scales have IoU 0.64)."""
+    from facelab.models.mtcnn import mtcnn
+
+    ours, ref = mtcnn(factor=factor), facenet.MTCNN(keep_all=True, device="cpu", factor=factor)
+    a = _pil(name)
+    imgs = [a, a.transpose(Image.FLIP_LEFT_RIGHT)] if batch else [a]
+    counts = {}
+    for who, m in (("ours", ours), ("ref", ref)):
+        hooks, sizes = [], {}
+        for stage in ("rnet", "onet"):
+            sizes[stage], h = _stage_inputs(getattr(m, stage))
+            hooks.append(h)
+        try:
+            if who == "ours":
+                ours.detect(torch.stack([_tensor(p) for p in imgs]))
+            else:
+                ref.detect(imgs if batch else imgs[0])
+        finally:
+            for h in hooks:
+                h.remove()
+        counts[who] = {k: sum(v) for k, v in sizes.items()}
+    assert counts["ours"] == counts["ref"], counts
+    assert counts["ref"]["rnet"] > counts["ref"]["onet"] > 0
