@@ -9,7 +9,8 @@ timed forward pass of a batch (add a line to benchmark another net). Inputs:
   depends on the content; it has no JavaScript original);
 * face-analysis nets (``face_recognition``, ``age_gender``, ``expression``, ``landmarks68``): ``forward``
   on random ``--crop-height x --crop-width`` face crops (incl. pad / resize / normalisation);
-* Human-library graph models (``facelab.models.human``): ``blazeface`` and ``centernet`` run ``detect`` (net,
+* Human-library graph models (``facelab.models.human``): ``blazeface``, ``blazeface_front`` and ``centernet``
+  run ``detect`` (net,
   decoding and NMS, as Human's JS does per frame), the face nets (``mobilefacenet``, ``faceres``, ``gear``,
   ``ssrnet_age``, ``human_gender``, ``emotion``) ``forward`` on random crops.
 
@@ -102,6 +103,7 @@ BENCHES: dict[str, Setup] = {
     "expression": _face_net("expression"),
     "landmarks68": _face_net("landmarks68"),
     "blazeface": _detect("blazeface"),
+    "blazeface_front": _detect("blazeface_front"),
     "centernet": _detect("centernet"),
     "mobilefacenet": _face_net("mobilefacenet"),
     "faceres": _face_net("faceres"),
@@ -115,7 +117,8 @@ BENCHES: dict[str, Setup] = {
 JS_NETS: dict[str, tuple[str, str]] = {
     **{n: ("faceapi", n) for n in ("ssd_mobilenetv1", "tiny_face_detector", "face_recognition", "age_gender",
                                    "expression", "landmarks68")},
-    "blazeface": ("human", "blazeface-back"), "centernet": ("human", "centernet"),
+    "blazeface": ("human", "blazeface-back"), "blazeface_front": ("human", "blazeface-front"),
+    "centernet": ("human", "centernet"),
     "mobilefacenet": ("human", "mobilefacenet"), "faceres": ("human", "faceres"), "gear": ("human", "gear"),
     "ssrnet_age": ("human", "age"), "human_gender": ("human", "gender"), "emotion": ("human", "emotion"),
 }

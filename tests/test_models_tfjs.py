@@ -73,7 +73,7 @@ def _dev(got: torch.Tensor, ref: list | float, relative: bool = False) -> float:
 
 
 # -- weights ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["blazeface-back", "mobilefacenet", "faceres", "gear", "age", "gender", "emotion",
+@pytest.mark.parametrize("name", ["blazeface-back", "blazeface-front", "mobilefacenet", "faceres", "gear", "age", "gender", "emotion",
                                   "centernet"])
 def test_weights_decode_bit_exact(golden, name):
     """Every decoded weight (float16-quantised ones included) equals tfjs' decodeWeights bit for bit."""
@@ -191,23 +191,30 @@ def centernet():
     return models.load("centernet")
 
 
-def test_golden_blazeface(golden, photos, blazeface):
+@pytest.mark.parametrize("variant,key", [("back", "blazeface"), ("front", "blazeface_front")])
+def test_golden_blazeface(golden, photos, blazeface, variant, key):
+    if variant == "front":
+        blazeface = models.load("blazeface_front")
+    assert blazeface.input_size == {"back": 256, "front": 128}[variant]
     assert golden["blazeface_options"]["iouThreshold"] == blazeface.nms_iou
     assert golden["blazeface_options"]["minConfidence"] == blazeface.score_threshold
     worst = {"box": 0.0, "score": 0.0, "landmarks": 0.0}
+    total = 0
     for name, ref in golden["photos"].items():
         x = photos[name]
         det = blazeface.detect(x)[0]
-        want = ref["blazeface"]["detections"]
-        assert len(det) == len(want) > 0, f"{name}: {len(det)} faces, Human has {len(want)}"
+        want = ref[key]["detections"]
+        assert len(det) == len(want), f"{name}: {len(det)} faces, Human has {len(want)}"
+        total += len(want)
         worst["box"] = max(worst["box"], _dev(det.boxes, [d["box"] for d in want]))
         worst["score"] = max(worst["score"], _dev(det.scores, [d["score"] for d in want]))
         lm = blazeface.landmarks(x[None])[0]
         idx = [d["anchor_index"] for d in want]
         worst["landmarks"] = max(worst["landmarks"], _dev(lm[idx], [d["landmarks"] for d in want]))
         dense = blazeface.dense(x[None])
-        top = ref["blazeface"]["top_anchors"]
+        top = ref[key]["top_anchors"]
         assert _dev(dense.scores[0, [t["anchor_index"] for t in top]], [t["score"] for t in top]) <= SCORE_TOL
+    assert total > 0
     assert worst["box"] <= BOX_TOL and worst["landmarks"] <= BOX_TOL and worst["score"] <= SCORE_TOL, worst
 
 

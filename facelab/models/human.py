@@ -6,7 +6,7 @@ it matches Human on the same pixels (``tests/test_models_tfjs.py``, reference ma
 ``tools/human_reference``). All take float ``[B,3,H,W]`` RGB in [0,1] and preprocess inside ``forward``,
 differentiably:
 
-* :class:`BlazeFace` (``blazeface-back``, 256x256, MediaPipe): a :class:`FaceDetector`. Human feeds it
+* :class:`BlazeFace` (``blazeface-back``, 256x256, or ``blazeface-front``, 128x128; MediaPipe): a :class:`FaceDetector`. Human feeds it
   the whole image in 0..255, stretched to 256x256 (no padding), ``x / 127.5 - 1``; 896 anchors (16x16x2
   at stride 16, 8x8x6 at stride 32, centre ``stride * (i + 0.5)``); box = anchor + offset (x, y),
   size (w, h) in the 256 input; score = sigmoid; tfjs' ``nonMaxSuppression`` (IoU >= 0.1 suppresses,
@@ -24,9 +24,9 @@ differentiably:
 * :class:`SsrNetAge`: the SSR-Net age regressor (64x64, input ``x * 255``): ``forward`` -> age [B] in years.
 * :class:`CenterNet`: MobileNetV3 CenterNet, a COCO object detector (80 :data:`COCO_LABELS`).
 
-Zoo names (:data:`facelab.models.MODELS`): ``blazeface``, ``mobilefacenet``, ``faceres``,
+Zoo names (:data:`facelab.models.MODELS`): ``blazeface``, ``blazeface_front``, ``mobilefacenet``, ``faceres``,
 ``faceres_attributes`` (``head="gender"|"age"``), ``gear`` (``head="gender"|"age"|"race"``), ``ssrnet_age``,
-``human_gender``, ``emotion``, ``centernet``. Not ported (yet): ``blazeface-front``, ``mobileface``,
+``human_gender``, ``emotion``, ``centernet``. Not ported (yet): ``mobileface``,
 ``faceres-deep``, ``nanodet``, ``antispoof``, ``liveness`` and ``faceboxes`` of the same package.
 """
 
@@ -48,7 +48,7 @@ from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_we
 
 __all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "grayscale", "BlazeFace", "HumanEmbedder",
            "HumanClassifier", "SsrNetAge", "CenterNet", "ObjectDetections", "COCO_LABELS", "EMOTION_LABELS", "GRAY",
-           "blazeface", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "human_gender",
+           "blazeface", "blazeface_front", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "human_gender",
            "emotion", "centernet"]
 
 PACKAGE = "human-models/models"
@@ -160,16 +160,20 @@ def blazeface_anchors(input_size: int = 256) -> Tensor:
 
 
 class BlazeFace(FaceDetector):
-    """MediaPipe BlazeFace (back model, 256x256) as Human 3 runs it (``src/face/blazeface.ts``)."""
+    """MediaPipe BlazeFace as Human 3 runs it (``src/face/blazeface.ts``): ``variant="back"`` (256x256,
+    the default) or ``"front"`` (128x128, selfie range); the same anchors scaled to the input size."""
 
     score_threshold = 0.2  # Human's face.detector.minConfidence
     nms_iou = 0.1  # Human's face.detector.iouThreshold
     max_detections = 100
-    input_size = 256
 
-    def __init__(self, graph: TfjsGraphModel | None = None) -> None:
+    def __init__(self, variant: str = "back", graph: TfjsGraphModel | None = None) -> None:
         super().__init__()
-        self.graph = load_human_graph("blazeface-back") if graph is None else graph
+        sizes = {"back": 256, "front": 128}
+        if variant not in sizes:
+            raise ValueError(f"BlazeFace: variant must be 'back' or 'front', got {variant!r}")
+        self.variant, self.input_size = variant, sizes[variant]
+        self.graph = load_human_graph(f"blazeface-{variant}") if graph is None else graph
         anchors, strides = blazeface_anchors(self.input_size)
         self.register_buffer("anchor_points", anchors)
         self.register_buffer("anchor_strides", strides)
@@ -446,7 +450,11 @@ FACERES_THRESHOLD = 9.94
 
 
 def blazeface() -> BlazeFace:
-    return BlazeFace().eval()
+    return BlazeFace("back").eval()
+
+
+def blazeface_front() -> BlazeFace:
+    return BlazeFace("front").eval()
 
 
 def mobilefacenet() -> HumanEmbedder:

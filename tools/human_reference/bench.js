@@ -16,6 +16,7 @@ const { loadModel, blazeface, centernet, FACE_NETS } = require('./reference.js')
 
 const NETS = {
   'blazeface-back': { run: blazeface, detector: true },
+  'blazeface-front': { run: blazeface, detector: true },
   centernet: { run: centernet, detector: true },
   ...Object.fromEntries(Object.entries(FACE_NETS).map(([k, run]) => [k, { run, detector: false }])),
 };

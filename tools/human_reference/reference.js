@@ -15,7 +15,7 @@ const path = require('path');
 const crypto = require('crypto');
 const tf = require('@tensorflow/tfjs');
 
-const MODELS = ['blazeface-back', 'mobilefacenet', 'faceres', 'gear', 'age', 'gender', 'emotion', 'centernet'];
+const MODELS = ['blazeface-back', 'blazeface-front', 'mobilefacenet', 'faceres', 'gear', 'age', 'gender', 'emotion', 'centernet'];
 const BLAZE = { maxDetected: 100, iouThreshold: 0.1, minConfidence: 0.2, scale: 1.4 }; // Human's defaults, maxDetected 1 -> 100
 const CENTERNET = { maxDetected: 10, iouThreshold: 0.4, minConfidence: 0.2 }; // Human's object defaults
 const rgbWeights = [0.2989, 0.5870, 0.1140];
@@ -289,9 +289,10 @@ async function main() {
     const image255 = tf.cast(img, 'float32');
     const rec = { shape: entry.shape, sha256: entry.sha256 };
     rec.blazeface = await blazeface(models['blazeface-back'], image255);
+    rec.blazeface_front = await blazeface(models['blazeface-front'], image255);
     rec.centernet = await centernet(models.centernet, image255);
     out.photos[entry.name] = rec;
-    console.log(`${entry.name}: blazeface ${rec.blazeface.detections.length}, centernet ${rec.centernet.detections.length}`);
+    console.log(`${entry.name}: blazeface ${rec.blazeface.detections.length}, front ${rec.blazeface_front.detections.length}, centernet ${rec.centernet.detections.length}`);
     tf.dispose([img, image255]);
   }
   for (const entry of meta.crops) {
