@@ -1,6 +1,11 @@
 import hashlib
+import io
+import re
 import subprocess
 import sys
+import tarfile
+import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +18,7 @@ SMALL = "face-api/model/tiny_face_detector_model-weights_manifest.json"
 def test_registry_pins_are_sha256():
     assert len(assets.REGISTRY) >= 24
     for a in assets.REGISTRY.values():
-        assert len(a.sha256) == 64 and int(a.sha256, 16) >= 0
+        assert re.fullmatch(r"[0-9a-f]{64}", a.sha256), a.name  # lower-case hex sha256, nothing else
         assert a.kind in ("npm", "wheel", "sdist")
 
 
@@ -101,3 +106,67 @@ def test_faceapi_weights_dequantize():
     w = load_faceapi_weights("tiny_face_detector_model")
     assert len(w) == 19
     assert all(t.dtype.is_floating_point for t in w.values())
+
+
+# -- a served file with the wrong hash is never cached (issue 19) ------------------------------------------
+
+def _fake_npm_pack(member: str, data: bytes):
+    """A stand-in for `npm pack` that writes a tarball holding package/<member> = data into the target folder."""
+    def run(cmd, selected, cwd):
+        assert cmd[:2] == ["npm", "pack"] and cwd == cmd[cmd.index("--pack-destination") + 1]
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+            info = tarfile.TarInfo(f"package/{member}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        (Path(cwd) / "pkg.tgz").write_bytes(buf.getvalue())
+    return run
+
+
+def test_fetch_with_wrong_hash_leaves_nothing_in_the_cache(isolated_home, monkeypatch):
+    a = assets.REGISTRY["face-api/demo/sample1.jpg"]
+    monkeypatch.setattr(assets, "_run_client", _fake_npm_pack(a.member, b"not the pinned photo"))
+    with pytest.raises(assets.AssetError) as err:
+        assets.fetch([a.name])
+    msg = str(err.value)
+    assert a.sha256 in msg and hashlib.sha256(b"not the pinned photo").hexdigest() in msg and "nothing was written" in msg
+    folder = isolated_home / "assets" / "face-api" / "demo"
+    assert not (folder / "sample1.jpg").exists()
+    assert not folder.exists() or list(folder.iterdir()) == []  # no temporary file left behind either
+    with pytest.raises(assets.AssetError, match="not in the cache"):
+        assets.path(a.name, fetch_missing=False)
+
+
+def test_fetch_places_a_file_with_the_right_hash(monkeypatch, tmp_path):
+    payload = assets.path(SMALL).read_bytes()  # from the real cache
+    a = assets.REGISTRY[SMALL]
+    home = tmp_path / "home"
+    monkeypatch.setenv("FACELAB_HOME", str(home))
+    monkeypatch.setattr(assets, "_run_client", _fake_npm_pack(a.member, payload))
+    (p,) = assets.fetch([SMALL])
+    assert p == home / "assets" / SMALL and p.read_bytes() == payload
+    assert assets.verify([SMALL]) == {SMALL: "ok"}
+    assert [f.name for f in p.parent.iterdir()] == [p.name]
+    # present and verified: a second fetch does not run the client; force=True does
+    monkeypatch.setattr(assets, "_run_client", lambda *a, **k: pytest.fail("fetched again"))
+    assert assets.fetch([SMALL]) == [p]
+    monkeypatch.setattr(assets, "_run_client", _fake_npm_pack(a.member, b"changed upstream"))
+    with pytest.raises(assets.AssetError, match="nothing was written"):
+        assets.fetch([SMALL], force=True)
+    assert p.read_bytes() == payload  # the verified copy is kept
+
+
+def test_wheel_fetch_with_wrong_hash_leaves_nothing(isolated_home, monkeypatch):
+    a = assets.REGISTRY["mtcnn/pnet.pt"]
+    monkeypatch.setattr(assets, "_installed_bytes", lambda asset: b"tampered install")
+
+    def fake_pip(cmd, selected, cwd):
+        assert "download" in cmd and cmd[-1] == "facenet-pytorch==2.5.3"
+        with zipfile.ZipFile(Path(cwd) / "facenet_pytorch-2.5.3-py3-none-any.whl", "w") as zf:
+            zf.writestr(a.member, b"tampered wheel")
+
+    monkeypatch.setattr(assets, "_run_client", fake_pip)
+    with pytest.raises(assets.AssetError, match=f"{a.member} from facenet-pytorch==2.5.3 has sha256 "
+                                                f"{hashlib.sha256(b'tampered wheel').hexdigest()}, expected {a.sha256}"):
+        assets.fetch([a.name])
+    assert not (isolated_home / "assets" / "mtcnn").exists() or list((isolated_home / "assets" / "mtcnn").iterdir()) == []
