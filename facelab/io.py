@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json", "results_card", "default_device", "Timer"]
+__all__ = ["atomic_write", "write_json", "finite", "results_card", "machine", "default_device", "Timer"]
 
 
 @contextlib.contextmanager
@@ -49,6 +49,19 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+def finite(x: Any) -> Any:
+    """NaN/inf -> None, recursively (a results card is strict JSON)."""
+    import math
+
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: finite(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [finite(v) for v in x]
+    return x
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
     """Write ``obj`` as indented JSON, atomically (tensors and arrays become lists)."""
     with atomic_write(path) as f:
@@ -70,24 +83,51 @@ def versions() -> dict[str, str]:
     return out
 
 
-def results_card(out_dir: str | os.PathLike, *, chapter: str, parameters: dict, seed: int | None,
-                 timings: dict[str, float], metrics: dict, extra: dict | None = None) -> Path:
-    """Write ``results.json`` (parameters, versions, seed, timings, metrics) into ``out_dir``."""
+def machine() -> dict[str, Any]:
+    """What computed a result: CPU model, the kernels torch picked, threads and the variables that steer
+    the math libraries (float kernels differ across CPUs: see book/contributing.md)."""
     import torch
 
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    out: dict[str, Any] = {
+        "cpu": cpu, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "mkl": torch.backends.mkl.is_available(), "mkldnn": torch.backends.mkldnn.is_available(),
+        "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "env": {k: os.environ[k] for k in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "MKL_CBWR", "ATEN_CPU_CAPABILITY",
+                                           "ONEDNN_MAX_CPU_ISA", "CUBLAS_WORKSPACE_CONFIG") if k in os.environ},
+    }
+    if torch.cuda.is_available():
+        out["cuda"] = {"device": torch.cuda.get_device_name(0), "cuda": torch.version.cuda,
+                       "cudnn": torch.backends.cudnn.version()}
+    return out
+
+
+def results_card(out_dir: str | os.PathLike, *, chapter: str, parameters: dict, seed: int | None,
+                 timings: dict[str, float], metrics: dict, device: str, extra: dict | None = None) -> Path:
+    """Write ``results.json`` (parameters, versions, machine, the device used, seed, timings, metrics)
+    into ``out_dir``; NaN/inf become null."""
     card = {
         "chapter": chapter,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "parameters": parameters,
         "seed": seed,
-        "device": "cuda" if torch.cuda.is_available() else "cpu",
+        "device": str(device),
+        "machine": machine(),
         "versions": versions(),
         "timings_s": timings,
         "metrics": metrics,
     }
     if extra:
         card.update(extra)
-    return write_json(Path(out_dir) / "results.json", card)
+    return write_json(Path(out_dir) / "results.json", finite(card))
 
 
 def default_device(device: str | None = None) -> str:

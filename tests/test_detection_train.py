@@ -72,11 +72,23 @@ def test_overfit_and_detect(synthetic, arch, kwargs, steps, lr, ratio):
     assert ((dense.scores >= 0) & (dense.scores <= 1)).all()
     dense.scores.max().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+    # the learned detector, before NMS: every face has a decoded box with IoU >= 0.5 scoring >= 0.5. This is a
+    # maximum over many anchors, so it does not hang on which of several tied boxes wins.
+    with torch.no_grad():
+        full = model.dense(images)
+    for i, gt in enumerate(targets):
+        good = box_iou(gt, full.boxes[i]) >= 0.5
+        best = torch.where(good, full.scores[i][None], torch.zeros(())).max(1).values
+        assert (best >= 0.5).all(), f"{arch}: image {i}: best in-place score per face {best.tolist()}"
+    # after NMS: the overfitted scores saturate at 1.0, so NMS chooses among exact ties, and the survivor of a
+    # face can be a shifted box on another CPU (measured: 1.0 here under threads 1/2, MKL_CBWR and 1-ulp input
+    # jitter; SSD gave 0.80 on an AMD EPYC with OMP_NUM_THREADS=1 MKL_CBWR=COMPATIBLE). One face in five may
+    # go that way; an untrained detector scores about 0.
     dets = model.detect(images, 0.5)
     assert len(dets) == 4
     r = recall_at(dets, targets)
     top = [float(d.scores[0]) if len(d) else 0.0 for d in model.detect(images, 0.0)]
-    assert r >= 0.9, f"{arch}: recall@0.5 = {r:.2f}, top scores {top}"
+    assert r >= 0.8, f"{arch}: recall@0.5 = {r:.2f}, top scores {top}"
 
 
 def test_retinanet_head_norm():

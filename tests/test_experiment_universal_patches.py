@@ -11,7 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from facelab import models
+from facelab.data import crops
 from facelab.experiments import universal_patches as up
+from facelab.metrics.detection import patch_as_face_rate
 from test_attacks_patch import TinyDetector
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_universal_patches.ipynb"
@@ -56,17 +59,24 @@ def test_tiny_end_to_end_writes_card(tmp_path):
     assert set(m["table1"]) == {"Baseline", "noise w/o Patch-IoU", "faceA w/o Patch-IoU", "noise w/ Patch-IoU",
                                 "faceA w/ Patch-IoU"}
     assert set(m["transfer_recall"]) == {"tiny", "noise (unoptimised)", "clean"} and set(m["transfer_recall"]["tiny"]) == {"tiny", "haar"}
-    assert set(m["partial_recall"]) == {"1.0", "0.5", "0.667"}
+    assert set(m["partial_recall"]) == {"1.000", "0.500", "0.667"}
+    # every headline rate is [value, lo, hi] with lo <= value <= hi (a cluster-bootstrap interval)
+    for row in m["table1"].values():
+        for v, lo, hi in (x for x in row.values() if x[1] is not None):
+            assert lo - 1e-9 <= v <= hi + 1e-9
+    assert card["device"] == "cpu" and card["machine"]["torch_threads"] == 2 and card["machine"]["cpu"]
+    assert set(card["claims"]) >= {"obs1", "obs2", "obs3", "fig5_scales", "table2", "table3", "partial"}
     rows = {r["quantity"]: r for r in card["paper_comparison"]}
     assert rows["Table 1 noise w/ Patch-IoU precision (%)"]["paper"] == 7.3
     assert rows["Table 1 noise w/ Patch-IoU recall (%)"]["paper"] == 1.4
-    assert rows["Table 1 noise w/ Patch-IoU recall (%)"]["ours"] == round(100 * m["table1"]["noise w/ Patch-IoU"][1], 1)
+    assert rows["Table 1 noise w/ Patch-IoU recall (%)"]["ours"] == round(100 * m["table1"]["noise w/ Patch-IoU"]["recall"][0], 1)
+    assert card["measured"]["table1/noise w/ Patch-IoU/recall"] == exp.results["table1"][3]["recall"]
     # the status page computes ours - paper: every row has scalar finite numbers and says what was compared
     for r in card["paper_comparison"]:
         for k in ("paper", "ours"):
             assert isinstance(r[k], (int, float)) and not isinstance(r[k], bool) and math.isfinite(r[k]), r
         assert "δ=0.5" in r["note"] and "face instances" in r["note"]
-    assert m["table1"]["Baseline"][2] is None  # NaN is written as null (strict JSON)
+    assert "patch_as_face" not in m["table1"]["Baseline"]  # clean: no patch
     d = m["data"]["test"]
     assert d["views_per_photo"] == 1 and d["crops"] == 2 * d["distinct_faces"]
     assert (tmp_path / "run" / "patches.pt").is_file()
@@ -92,20 +102,36 @@ def test_summary_and_clean_scores_are_computed(tmp_path):
     with pytest.raises(ValueError, match="split"):
         exp.clean_scores(split="val")
     md = exp.summary_markdown()
-    assert "Criteria" in md and "not independent" in md
-    base = exp.results["table1"][0]["recall"]
-    assert f"recall {100 * base:.1f} %" in md  # numbers come from the results
-    for claim in ("obs. 1", "obs. 2", "obs. 3", "Table 2", "Table 3"):
-        line = next(x for x in md.splitlines() if claim in x)
-        assert any(v in line for v in ("**replicated**", "**partly replicated**", "**not replicated**")), line
-    # verdicts follow the stated criteria
-    t1 = {r["name"]: r for r in exp.results["table1"]}
-    k = sum(t1[f"{i} w/ Patch-IoU"]["recall"] <= up.CRITERIA["collapse"] * base < t1[f"{i} w/o Patch-IoU"]["recall"]
-            for i in ("noise", "faceA"))
-    line = next(x for x in md.splitlines() if "obs. 1" in x)
-    assert f"({k} of 2 initialisations" in line
-    assert up._verdict(2, 2) == "**replicated**" and up._verdict(1, 2) == "**partly replicated**"
-    assert up._verdict(0, 2) == "**not replicated**"
+    assert "Intervals" in md and "not independent" in md and "Differences from the paper" in md
+    assert f"recall {exp.recall(clean).fmt()}" in md  # numbers come from the results
+    claims = {c.key: c for c in exp.claims()}
+    for key, title in (("obs1", "obs. 1"), ("obs2", "obs. 2"), ("obs3", "obs. 3"), ("table2", "Table 2"),
+                       ("table3", "Table 3")):
+        line = next(x for x in md.splitlines() if title in x)
+        assert f"**{claims[key].verdict}**" in line, line
+    # obs. 1's cases follow the stated criterion on the paired ratio, one per initialisation and side
+    t1 = {r["name"]: r["eval"] for r in exp.results["table1"]}
+    cases = {x.label: x for x in claims["obs1"].cases}
+    for i in ("noise", "faceA"):
+        x = cases[f"{i} optimised, recall ratio"]
+        assert (x.op, x.threshold) == ("<=", up.CRITERIA["collapse"])
+        if clean["tp"]:
+            assert x.value.value == pytest.approx(t1[f"{i} w/ Patch-IoU"]["tp"] / clean["tp"])
+    # the Table-3 claim judges both criteria of every improved method
+    assert [x.label for x in claims["table3"].cases] == ["Patch-Combination recall ratio", "Patch-Combination patch-as-face"]
+
+
+def test_unit_table_sums_match_the_pooled_metric(tmp_path):
+    """The per-face counts behind the intervals add up to the pooled P/R of every evaluated setting."""
+    torch.manual_seed(0)
+    exp = up.run(small_cfg(tmp_path, test_views=2), victim=TinyDetector(), sections=("table1",))
+    for r in exp.results["table1"]:
+        ev, t = r["eval"], r["eval"]["units"]
+        assert (t.total("tp"), t.total("fp"), t.total("faces")) == (ev["tp"], ev["fp"], ev["n_faces"])
+        assert list(t.units) == exp.units and len(exp.units) == len(exp.split.test_faces)
+        if "patch_as_face" in ev:
+            pboxes = [up.patch_boxes(s.boxes, exp.cfg.alpha, exp.cfg.location) for s in exp.test]
+            assert ev["patch_as_face"] == pytest.approx(patch_as_face_rate(ev["dets"], pboxes, ev["delta"]))
 
 
 def test_view_crops_are_seeded_held_out_instances():
@@ -113,16 +139,19 @@ def test_view_crops_are_seeded_held_out_instances():
 
     split = bundled_faces().split()
     n_test_faces = len(split.test_faces)
-    a = up.view_crops(split.test_photos, 2, seed=1, out=48)
-    b = up.view_crops(split.test_photos, 2, seed=1, out=48)
-    c = up.view_crops(split.test_photos, 2, seed=2, out=48)
+    a = crops.view_crops(split.test_photos, 2, seed=1, out=48)
+    b = crops.view_crops(split.test_photos, 2, seed=1, out=48)
+    c = crops.view_crops(split.test_photos, 2, seed=2, out=48)
     assert len(a) == 2 * n_test_faces  # one crop per face per view
     assert all(torch.equal(x[0], y[0]) and torch.equal(x[1], y[1]) for x, y in zip(a, b))
     assert not all(torch.equal(x[0], y[0]) for x, y in zip(a, c))
-    for im, boxes, ign in a:
+    for im, boxes, ign, units in a:
         assert im.shape == (3, 48, 48) and 0 <= float(im.min()) and float(im.max()) <= 1
         assert len(boxes) >= 1 and (boxes >= 0).all() and (boxes <= 48).all() and not bool(ign.all())
-    assert up.view_crops(split.test_photos, 0, seed=1) == []
+        assert len(units) == len(boxes) and len(set(units)) == 1 and units[0] in split.test_faces
+    # every held-out face is the centre of one crop per view
+    assert sorted(x.units[0] for x in a) == sorted(split.test_faces * 2)
+    assert crops.view_crops(split.test_photos, 0, seed=1) == []
     # the default run evaluates at least 32 face instances (originals + views of the held-out photos)
     cfg = up.Config()
     assert n_test_faces * (1 + cfg.test_views) >= 32
@@ -136,33 +165,37 @@ def test_training_lowers_targeted_scores_on_bundled_crops(tmp_path):
     from facelab.attacks import UniversalPatchAttack
 
     atk = UniversalPatchAttack(exp.detectors["tiny"], "patch_iou", alpha=0.5, init=exp.inits["noise"], lr=0.1)
-    before = atk.evaluate(exp.train_xy)
-    atk.fit(exp.train_xy, epochs=5, batch_size=2)
-    after = atk.evaluate(exp.train_xy)
+    xy = [(s.image, s.boxes) for s in exp.train]
+    before = atk.evaluate(xy)
+    atk.fit(xy, epochs=5, batch_size=2)
+    after = atk.evaluate(xy)
     assert after.mean_score < before.mean_score - 0.05, (before, after)
 
 
 def test_mosaic_and_crops_geometry():
     img = torch.rand(3, 100, 100)
-    crop, boxes, ign = up._crop_resize(img, torch.tensor([[40.0, 40.0, 60.0, 60.0], [0.0, 0.0, 45.0, 45.0]]),
-                                       30.0, 30.0, 40.0, 80)
+    crop, boxes, ign, kept = crops.crop_resize(img, torch.tensor([[40.0, 40.0, 60.0, 60.0], [0.0, 0.0, 45.0, 45.0]]),
+                                               30.0, 30.0, 40.0, 80)
+    assert kept.tolist() == [True, True]
     assert crop.shape == (3, 80, 80)
     assert torch.allclose(boxes[0], torch.tensor([20.0, 20.0, 60.0, 60.0]))
     assert ign.tolist() == [False, True]  # the second face is mostly outside the crop
-    items = [(torch.full((3, 8, 8), float(i) / 10), torch.tensor([[1.0, 1.0, 5.0, 5.0]]), torch.tensor([False]))
-             for i in range(5)]
-    tiles = up.mosaic(items, 2)
+    items = [crops.Sample(torch.full((3, 8, 8), float(i) / 10), torch.tensor([[1.0, 1.0, 5.0, 5.0]]),
+                          torch.tensor([False]), (f"face{i}",)) for i in range(5)]
+    tiles = crops.mosaic(items, 2)
+    assert tiles[0].units == ("face0", "face1", "face2", "face3") and tiles[1].units == ("face4",)
     assert len(tiles) == 2 and tiles[0][0].shape == (3, 16, 16)
     assert torch.allclose(tiles[0][1][3], torch.tensor([9.0, 9.0, 13.0, 13.0]))
     assert len(tiles[1][1]) == 1 and float(tiles[1][0][0, 12, 12]) == 0.5  # gray empty tile
-    assert len(up.mosaic(items, 2, fill_with_repeats=True)[1][1]) == 4
+    assert crops.mosaic(items, 2, fill_with_repeats=True)[1].units == ("face4", "face0", "face1", "face2")
 
 
 def test_patch_as_face_rate():
     dets = [(torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]]), torch.tensor([0.9, 0.4]))]
     pboxes = [torch.tensor([[0.0, 0.0, 10.0, 10.0], [20.0, 20.0, 30.0, 30.0]])]
-    assert up.patch_as_face_rate(dets, pboxes, 0.5) == 0.5
-    assert up.patch_as_face_rate(dets, pboxes, 0.3) == 1.0
+    assert patch_as_face_rate(dets, pboxes, 0.5) == 0.5
+    assert patch_as_face_rate(dets, pboxes, 0.3) == 1.0
+    assert patch_as_face_rate(dets, pboxes, 0.4) == 1.0  # a score exactly at δ counts
 
 
 def test_wider_layout_entry_point_full_scale_parameters(tmp_path):
@@ -170,16 +203,21 @@ def test_wider_layout_entry_point_full_scale_parameters(tmp_path):
     cfg = small_cfg(tmp_path, wider_root=str(root), max_images=2, epochs=1, sweep_epochs=0, mosaic=0)
     exp = up.run(cfg, victim=TinyDetector(), sections=("table1", "transfer"))
     assert len(exp.train) == 2 and len(exp.test) == 2
-    assert sum(len(b) for _, b, _ in exp.test) == 4
+    assert sum(len(s.boxes) for s in exp.test) == 4
+    assert exp.units == ["val/0", "val/1"]  # full scale: the unit of a face is its image
     card = json.loads((tmp_path / "run" / "results.json").read_text())
     assert card["parameters"]["wider_root"] == str(root) and "table1" in card["metrics"]
 
 
 def test_bad_config_and_detector_spec():
-    with pytest.raises(ValueError, match="δ"):
+    with pytest.raises(ValueError, match="delta=0.5, score_margin_threshold=1.5"):
         up.Config(delta=0.5, score_margin_threshold=1.5)
     with pytest.raises(KeyError, match="not a zoo model"):
-        up.load_detector("no_such_detector")
+        models.load("no_such_detector")
+    with pytest.raises(ValueError, match="methods"):
+        up.Config(methods=("patch_iuo",))
+    with pytest.raises(KeyError, match="mtcnnx"):  # a misspelled detector stops the run, it is not skipped
+        up.UniversalPatchesExperiment(up.Config(other_detectors=("mtcnnx",), black_box=()), victim=TinyDetector())
 
 
 def test_load_detector_from_a_train_detector_checkpoint(tmp_path):
@@ -190,12 +228,17 @@ def test_load_detector_from_a_train_detector_checkpoint(tmp_path):
     torch.save({"model": model.state_dict(),
                 "model_config": {"arch": "sln", "backbone": "resnet18", "model_kwargs": {"channels": 16}}}, ckpt)
     for spec in ("sln", "trained"):
-        det = up.load_detector(spec, "cpu", str(ckpt))
+        det = models.load(spec, "cpu", checkpoint=str(ckpt))
         assert type(det) is type(model) and not any(p.requires_grad for p in det.parameters())
         for k, v in model.state_dict().items():
             assert torch.equal(det.state_dict()[k], v), k
-    with pytest.raises(ValueError, match="a trained 'sln' detector, but victim/detector is 'ssd_mobilenetv1'"):
-        up.load_detector("ssd_mobilenetv1", "cpu", str(ckpt))
+    with pytest.raises(ValueError, match="a trained 'sln' detector, but the model asked for is 'ssd_mobilenetv1'"):
+        models.load("ssd_mobilenetv1", "cpu", checkpoint=str(ckpt))
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: not a readable weights-only checkpoint") as e:
+        models.load("sln", "cpu", checkpoint=str(bad))
+    assert "weights_only=False" not in str(e.value)
 
 
 @pytest.mark.slow
@@ -214,11 +257,12 @@ def test_notebook_papermill_full_scale_parameters_on_wider_fixture(tmp_path):
                                         victim="facelab.models.detection.sln:SLN", victim_checkpoint=str(ckpt),
                                         other_detectors=[], black_box=["haar"], epochs=0, sweep_epochs=0,
                                         delta=0.99, score_margin_threshold=0.5, iou_threshold=0.6,
-                                        device="cpu", explorer=False), progress_bar=False)
+                                        device="cpu", bootstrap=50), progress_bar=False)
     card = json.loads((tmp_path / "run" / "results.json").read_text())
     assert card["parameters"]["victim"] == "facelab.models.detection.sln:SLN"
     assert card["parameters"]["wider_root"] == str(root)
-    assert math.isfinite(card["metrics"]["table1"]["Baseline"][0])
+    assert math.isfinite(card["metrics"]["table1"]["Baseline"]["precision"][0])
+    assert card["reproduction"]["compared"] is False and "wider_root" in card["reproduction"]["why"]
 
 
 def test_committed_notebook_structure():
@@ -233,7 +277,7 @@ def test_committed_notebook_structure():
     assert not any("injected-parameters" in c.metadata.get("tags", []) for c in code)
     assert not any(o.get("output_type") == "error" for c in code for o in c.outputs)
     # the results card is printed as JSON by the cell tagged results-card (read by the status page)
-    from facelab.book_status import card_from_notebook
+    from facelab.book.status import card_from_notebook
 
     card_cells = [c for c in code if "results-card" in c.metadata.get("tags", [])]
     assert len(card_cells) == 1 and "hide-output" in card_cells[0].metadata["tags"]

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from facelab.attacks import init_patch
+from facelab.attacks import init_patch, state_fingerprint
 from facelab.experiments import train_patch as tp
-from facelab.experiments.universal_patches import load_detector
+from facelab import models
 from test_attacks_patch import TinyDetector
 from test_experiment_universal_patches import write_wider_fixture
 
@@ -71,7 +71,7 @@ def test_cli_trains_writes_and_resumes(setup):
     assert s1["history"][0]["steps"] == 2 and s1["history"][0]["n_adversarial"] > 0
     # the victim is unchanged: its fingerprint before/after training (checked by the command) equals
     # that of the checkpoint loaded afresh here, and the checkpoint file is untouched
-    assert s1["settings"]["victim_fingerprint"] == tp.victim_fingerprint(load_detector("sln", "cpu", str(ckpt)))
+    assert s1["settings"]["victim_fingerprint"] == state_fingerprint(models.load("sln", "cpu", checkpoint=str(ckpt)))
     assert ckpt.read_bytes() == ckpt_bytes
 
     # a second invocation with --epochs 2 resumes at epoch 2 (epoch 1 is not redone)

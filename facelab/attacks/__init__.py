@@ -6,13 +6,13 @@
 * :mod:`facelab.attacks.universal_patch` -- :class:`UniversalPatchAttack` (training loop).
 """
 
-from facelab.attacks.base import Attack, ModelChangedError, frozen
+from facelab.attacks.base import Attack, ModelChangedError, frozen, state_fingerprint
 from facelab.attacks.patch import EOT, LOCATIONS, init_patch, partial_mask, paste_patch, patch_boxes
 from facelab.attacks.sample_sets import METHODS, adversarial_loss, select_samples
 from facelab.attacks.universal_patch import StepStats, UniversalPatchAttack
 
 __all__ = [
-    "Attack", "ModelChangedError", "frozen", "EOT", "LOCATIONS", "init_patch", "partial_mask", "paste_patch",
+    "Attack", "ModelChangedError", "frozen", "state_fingerprint", "EOT", "LOCATIONS", "init_patch", "partial_mask", "paste_patch",
     "patch_boxes", "METHODS", "adversarial_loss", "select_samples", "StepStats",
     "UniversalPatchAttack",
 ]

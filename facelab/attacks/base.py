@@ -9,30 +9,44 @@ attack and can verify afterwards, bit for bit, that parameters and buffers are u
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Iterator
 
 import torch
 from torch import Tensor, nn
 
-__all__ = ["Attack", "ModelChangedError", "frozen", "state_fingerprint"]
+__all__ = ["Attack", "ModelChangedError", "frozen", "state_digests", "state_fingerprint"]
 
 
 class ModelChangedError(RuntimeError):
     """Raised when an attack finds the victim model's parameters or buffers changed."""
 
 
-def state_fingerprint(model: nn.Module) -> dict[str, Tensor]:
-    """A detached copy of every parameter and buffer of ``model`` (for the frozen check)."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if isinstance(v, Tensor)}
+def state_digests(model: nn.Module) -> dict[str, str]:
+    """sha256 of every parameter and buffer of ``model`` (name, dtype, shape and bytes), by name."""
+    out = {}
+    for k, v in model.state_dict().items():
+        if isinstance(v, Tensor):
+            t = v.detach().cpu().contiguous()
+            h = hashlib.sha256(f"{k}:{t.dtype}:{tuple(t.shape)}".encode())
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+            out[k] = h.hexdigest()
+    return out
 
 
-def assert_unchanged(model: nn.Module, before: dict[str, Tensor]) -> None:
-    """Raise :class:`ModelChangedError` naming the first tensor of ``model`` that differs from ``before``."""
-    after = model.state_dict()
-    for k, v in before.items():
+def state_fingerprint(model: nn.Module) -> str:
+    """One sha256 over :func:`state_digests`: equal exactly when every parameter and buffer is equal
+    (used to check a victim stayed frozen, and by ``facelab train-patch`` to resume only with the same victim)."""
+    return hashlib.sha256("".join(f"{k}={d};" for k, d in sorted(state_digests(model).items())).encode()).hexdigest()
+
+
+def assert_unchanged(model: nn.Module, before: dict[str, str]) -> None:
+    """Raise :class:`ModelChangedError` naming the first tensor of ``model`` whose digest differs from ``before``."""
+    after = state_digests(model)
+    for k, d in before.items():
         if k not in after:
             raise ModelChangedError(f"victim model lost state entry {k!r} during the attack")
-        if not torch.equal(after[k].detach().to(v.device), v):
+        if after[k] != d:
             raise ModelChangedError(f"victim model changed during the attack: {k!r} differs (weights must stay frozen)")
 
 
@@ -42,7 +56,7 @@ def frozen(model: nn.Module, check: bool = True) -> Iterator[nn.Module]:
     ``check``, asserts afterwards that no parameter or buffer changed."""
     was_training = model.training
     flags = [p.requires_grad for p in model.parameters()]
-    before = state_fingerprint(model) if check else None
+    before = state_digests(model) if check else None
     model.eval()
     model.requires_grad_(False)
     try:

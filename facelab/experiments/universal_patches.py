@@ -1,33 +1,27 @@
-"""Chapter 1 pipelines: universal adversarial patches on face detectors (Yang et al., ECCV 2020).
+"""Chapter 1: universal adversarial patches on face detectors (Yang et al., ECCV 2020).
 
-The notebook ``notebooks/01_universal_patches.ipynb`` fills a :class:`Config` from its papermill
-parameters and calls :class:`UniversalPatchesExperiment` section by section:
+The notebook ``notebooks/01_universal_patches.ipynb`` builds a :class:`Config` from its parameters cell
+and calls :class:`UniversalPatchesExperiment` section by section:
 
-* :meth:`~UniversalPatchesExperiment.table1` -- baseline and patches with/without Patch-IoU for
-  noise, non-face images and face crops (Table 1, Fig. 2 snapshots, §3.2 observations);
+* :meth:`~UniversalPatchesExperiment.table1` -- baseline and patches with/without Patch-IoU for noise,
+  non-face images and face crops (Table 1, Fig. 2, §3.2's observations);
 * :meth:`~UniversalPatchesExperiment.generality` -- α × location and other detectors (Fig. 5, §3.3);
-* :meth:`~UniversalPatchesExperiment.transfer` -- the full source → target matrix incl. OpenCV's Haar
-  cascade as a black-box target (Table 2);
-* :meth:`~UniversalPatchesExperiment.methods` -- the four sample-set rules (Table 3, Fig. 6) and
-  threshold-Fβ curves / AFβ (Fig. 7);
-* :meth:`~UniversalPatchesExperiment.partial` -- half and two-thirds of the patch (Appendix A style);
-* :meth:`~UniversalPatchesExperiment.write_card` -- ``results.json`` with paper values beside ours.
+* :meth:`~UniversalPatchesExperiment.transfer` -- source → target recall matrix, OpenCV's Haar cascade as a
+  black-box target (Table 2);
+* :meth:`~UniversalPatchesExperiment.methods` -- the four sample-set rules (Table 3, Fig. 6), threshold-Fβ
+  curves and AFβ (Fig. 7);
+* :meth:`~UniversalPatchesExperiment.partial` -- half and two thirds of the patch (Appendix A style).
 
-Default data: the bundled photos (:func:`facelab.data.faces.bundled_faces`) split by photo, one
-square crop around every face (other faces inside the crop stay annotated; faces cut by the crop
-border are *ignored* in the metrics), tiled ``mosaic``×``mosaic`` into one image per pass (face-api's
-SSD resizes every input to 512², so a 5×5 mosaic of 128-px crops costs one forward pass for 25 faces).
-``test_views`` (``train_views``) seeded augmented views of every held-out (training) photo
-(:meth:`facelab.data.faces.FaceSet.views`: flip, crop, rescale, colour jitter; then a jittered crop
-context and position) are added as further *instances* of the same faces -- not independent faces.
-Full scale: ``wider_root`` points at the official WIDER FACE layout (train split for training, val for
-testing; ``max_images`` caps both, ``max_side`` downscales).
+Default data: the bundled photos (:func:`facelab.data.faces.bundled_faces`) split by photo, one square crop
+around every face, tiled ``mosaic``×``mosaic`` (:mod:`facelab.data.crops`); ``test_views`` seeded augmented
+views of every held-out photo add further *instances* of the same faces. The unit of the intervals is the
+face a crop is cut around. Full scale: ``wider_root`` (train split for training, val for testing; the unit
+is the image).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import math
 import time
 from collections.abc import Sequence
@@ -36,21 +30,31 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from facelab.attacks import UniversalPatchAttack, init_patch, partial_mask, paste_patch, patch_boxes
-from facelab.io import Timer, default_device, results_card
-from facelab.metrics.detection import area_fbeta, precision_recall_at, threshold_fbeta_curve
+from facelab.data.crops import Sample, face_crops, mosaic, units_of, view_crops, wider_samples
+from facelab.experiments.base import Case, Claim, Experiment, ExperimentConfig, param
+from facelab.io import atomic_write
+from facelab.metrics.detection import (
+    area_fbeta,
+    detection_unit_table,
+    precision_recall_at,
+    threshold_fbeta_curve,
+)
+from facelab.metrics.uncertainty import Interval, UnitTable, bootstrap
 
-__all__ = ["Config", "UniversalPatchesExperiment", "PAPER", "load_detector", "face_crops", "Sample"]
+__all__ = ["Config", "UniversalPatchesExperiment", "PAPER", "PAPER_SETTINGS", "CRITERIA", "METHOD_NAMES",
+           "init_images", "run", "tolerance_floor"]
 
 CHAPTER = "01_universal_patches"
 
-#: Paper values, precision/recall (%) on the WIDER FACE validation set, δ = 0.99, column "All"
-#: (Easy in brackets where quoted). Table 1 and Table 3 of the document.
+#: The paper's operating point for SLN on WIDER FACE (§3.2, §4.2); the defaults of ``facelab train-patch``.
+PAPER_SETTINGS = {"delta": 0.99, "score_margin_threshold": 0.5, "iou_threshold": 0.6, "epochs": 100}
+
+#: Paper values, precision/recall (%) on WIDER FACE val, δ = 0.99, column "All" (Tables 1-3).
 PAPER: dict[str, dict[str, tuple[float, float]]] = {
-    "table1": {  # row -> (precision, recall), "All" column
+    "table1": {
         "Baseline-SLN": (99.4, 22.5),
         "Noise w/o Patch-IoU": (99.4, 14.2), "Parachute w/o Patch-IoU": (99.3, 12.8),
         "Lemon w/o Patch-IoU": (99.2, 13.4), "Bottle w/o Patch-IoU": (99.4, 13.9),
@@ -62,11 +66,11 @@ PAPER: dict[str, dict[str, tuple[float, float]]] = {
     },
     "table1_easy": {"Baseline-SLN": (99.0, 73.4), "Noise w/o Patch-IoU": (99.1, 54.9),
                     "Noise w/ Patch-IoU": (2.7, 2.7)},
-    "table2": {  # A -> SLN, "All" column
+    "table2": {
         "Baseline-SLN": (99.4, 22.5), "Patch-IoU-SLN": (7.3, 1.4), "SSD->SLN": (54.1, 8.6),
         "RetinaNet->SLN": (49.2, 8.5), "Faster R-CNN->SLN": (46.3, 1.2),
     },
-    "table3": {  # "All" column
+    "table3": {
         "Baseline-SLN": (99.4, 22.5), "Patch-Score": (99.0, 6.7), "Patch-Score-Focal": (98.9, 6.1),
         "Patch-Combination": (98.7, 5.4),
     },
@@ -75,223 +79,67 @@ PAPER: dict[str, dict[str, tuple[float, float]]] = {
 METHOD_NAMES = {"patch_iou": "Patch-IoU", "patch_score": "Patch-Score", "patch_score_focal": "Patch-Score-Focal",
                 "patch_combination": "Patch-Combination"}
 
-#: a test/train item: image [3,H,W], GT boxes [N,4] x1y1x2y2, ignore flags [N] bool
-Sample = tuple[Tensor, Tensor, Tensor]
+#: Criteria of the claims (stated in the summary). Recall ratios are patched / clean, paired on faces.
+CRITERIA = {
+    "collapse": 0.25,          # recall ≤ 25 % of clean: the patch makes faces (nearly) vanish
+    "suppress": 0.5,           # recall ≤ 50 % of clean: the patch suppresses faces (Criterion 1)
+    "face_like": 0.5,          # patch-as-face rate ≥ 0.5: the patch itself is detected as a face
+    "no_false_positive": 0.1,  # patch-as-face rate ≤ 0.1: Criterion 2 holds
+    "transfer_margin": 0.1,    # transfer: recall ≥ 0.1 (absolute) below the unoptimised-noise control
+}
 
 
 @dataclasses.dataclass
-class Config:
-    """Parameters of one run (the notebook's papermill parameters map 1:1 onto these)."""
+class Config(ExperimentConfig):
+    """Parameters of one chapter-1 run; each is a notebook parameter (``facelab run 1 --list-parameters``)."""
 
-    out_dir: str = "runs/default/01_universal_patches"
-    victim: str = "ssd_mobilenetv1"          # zoo name, or "module:callable" (e.g. a trainable SLN)
-    victim_checkpoint: str | None = None     # state dict loaded into the victim (trained SLN etc.)
-    other_detectors: Sequence[str] = ("tiny_face_detector", "mtcnn")  # gradient detectors (Fig. 5 / Table 2)
-    black_box: Sequence[str] = ("haar",)     # transfer-only targets
-    wider_root: str | None = None            # WIDER FACE root: full scale (train -> val)
-    max_images: int | None = None            # cap on WIDER images per split (None = all)
-    max_side: int = 640                      # WIDER images are downscaled to this longest side
-    crop: int = 128                          # bundled photos: side of the square crop around each face
-    crop_context: float = 2.2                # crop side = crop_context * sqrt(face area)
-    test_views: int = 5                      # bundled photos: augmented views of each test photo added to the test set
-    train_views: int = 0                     # ... and of each training photo added to the training set
-    mosaic: int = 5                          # bundled crops tiled grid×grid per image (0/1: one crop per image)
-    device: str = "auto"
-    epochs: int = 12                         # paper: 100 epochs over WIDER train
-    sweep_epochs: int = 8                    # epochs for the α × location and other-detector sweeps
-    batch_size: int = 1
-    lr: float = 0.05
-    patch_size: int = 128                    # §3.2: 128 (largest SLN anchor)
-    alpha: float = 0.5
-    location: str = "top"
-    iou_threshold: float = 0.5               # Patch-IoU rule = the victim's positive-anchor rule (SLN 0.6, SSD 0.5)
-    delta: float = 0.7                       # δ for the victim; see the notebook for the choice
-    score_margin_threshold: float = 0.3      # δ − m (paper 0.5 with δ = 0.99)
-    detect_threshold: float = 0.05           # detections kept for curves (P/R use δ)
-    deltas: dict | None = None               # δ per other detector (default: each detector's own)
-    inits: Sequence[str] = ("noise", "coffee", "rocket", "faceA", "faceB", "faceC")
-    methods: Sequence[str] = ("patch_iou", "patch_score", "patch_score_focal", "patch_combination")
-    scales: Sequence[float] = (0.3, 0.35, 0.4)
-    locations: Sequence[str] = ("top", "center", "bottom")
-    partial_keep: Sequence[float] = (0.5, 2 / 3)
-    seed: int = 0
+    out_dir: str = param("runs/default/01_universal_patches", "where results.json, patches.pt go (facelab run sets it)")
+    victim: str = param("ssd_mobilenetv1", "zoo name, a trained arch (sln, ssd, ...) with victim_checkpoint, or module:callable")
+    victim_checkpoint: str | None = param(None, "model.pt of facelab train-detector, or a state dict for the victim")
+    other_detectors: tuple[str, ...] = param(("tiny_face_detector", "mtcnn"), "gradient detectors of Fig. 5 and Table 2")
+    black_box: tuple[str, ...] = param(("haar",), "transfer-only targets (no gradient)")
+    wider_root: str | None = param(None, "WIDER FACE root: full scale (train on train, test on val)")
+    max_images: int | None = param(None, "cap on WIDER images per split (None: all)")
+    max_side: int = param(640, "WIDER images are downscaled to this longest side")
+    crop: int = param(128, "bundled photos: side of the square crop around each face")
+    crop_context: float = param(2.2, "crop side = crop_context * sqrt(face area)")
+    test_views: int = param(5, "bundled photos: augmented views per held-out photo, extra test instances")
+    train_views: int = param(0, "bundled photos: augmented views per training photo (0: originals only)")
+    mosaic: int = param(5, "bundled crops tiled grid x grid per image (0 or 1: one crop per image)")
+    epochs: int = param(12, "paper: 100 on WIDER train; here 1 epoch = 1 step on the training mosaic")
+    sweep_epochs: int = param(8, "epochs of the scale/location and other-detector sweeps")
+    batch_size: int = param(1, "images per step")
+    lr: float = param(0.05, "Adam learning rate on the patch pixels")
+    patch_size: int = param(128, "patch side in pixels (paper 128, the largest SLN anchor)")
+    alpha: float = param(0.5, "pasted patch side = alpha * sqrt(w h) of the face")
+    location: str = param("top", "where the patch sits on the face: top | center | bottom")
+    iou_threshold: float = param(0.5, "Patch-IoU rule IoU(A, B) > this (paper 0.6; SSD positive rule 0.5)")
+    delta: float = param(0.7, "operating threshold of the victim (paper 0.99 for SLN)")
+    score_margin_threshold: float = param(0.3, "delta - m of Patch-Score and Patch-Combination (paper 0.5)")
+    detect_threshold: float = param(0.05, "detections kept for the threshold-F curves (P/R use delta)")
+    deltas: dict | None = param(None, "delta per other detector (default: each detector default threshold)")
+    inits: tuple[str, ...] = param(("noise", "coffee", "rocket", "faceA", "faceB", "faceC"), "patch initialisations of Table 1")
+    methods: tuple[str, ...] = param(("patch_iou", "patch_score", "patch_score_focal", "patch_combination"), "sample-set rules of Table 3")
+    scales: tuple[float, ...] = param((0.3, 0.35, 0.4), "alpha values of the Fig. 5 sweep")
+    locations: tuple[str, ...] = param(("top", "center", "bottom"), "locations of the Fig. 5 sweep")
+    partial_keep: tuple[float, ...] = param((0.5, 2 / 3), "kept top fraction of the patch (Appendix A style)")
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not 0 < self.score_margin_threshold < 1 or not 0 < self.delta <= 1:
             raise ValueError(f"delta={self.delta}, score_margin_threshold={self.score_margin_threshold}: "
-                             "need 0 < δ − m < 1 and 0 < δ <= 1")
-        if self.epochs < 0 or self.sweep_epochs < 0:
-            raise ValueError("epochs and sweep_epochs must be >= 0")
-        if self.test_views < 0 or self.train_views < 0:
-            raise ValueError(f"test_views={self.test_views}, train_views={self.train_views}: must be >= 0")
+                             "need 0 < delta - m < 1 and 0 < delta <= 1")
+        for name in ("epochs", "sweep_epochs", "test_views", "train_views"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)}: must be >= 0")
+        unknown = [m for m in self.methods if m not in METHOD_NAMES]
+        if unknown:
+            raise ValueError(f"methods: unknown {unknown}; choose from {', '.join(METHOD_NAMES)}")
 
 
-# -- detectors -------------------------------------------------------------------------------
-
-def load_detector(spec: str, device: str = "cpu", checkpoint: str | None = None) -> torch.nn.Module:
-    """A detector by zoo name (:data:`facelab.models.MODELS`, incl. ``"haar"``), ``"module:callable"``,
-    or a detector trained with ``facelab train-detector``: its ``model.pt``/``last.pt`` as ``checkpoint``
-    (``spec`` then names its arch, e.g. ``"sln"``, or ``"trained"``). Any other ``checkpoint`` is a
-    state dict (or ``{"model": state_dict}``) loaded into the ``spec`` model. Loads with
-    ``weights_only=True``."""
-    from facelab import models
-
-    state = torch.load(checkpoint, map_location="cpu", weights_only=True) if checkpoint else None
-    if isinstance(state, dict) and "model_config" in state:
-        from facelab.models.detection.train import load_trained
-
-        arch = state["model_config"].get("arch")
-        if spec not in ("trained", arch):
-            raise ValueError(f"{checkpoint}: a trained {arch!r} detector, but victim/detector is {spec!r} "
-                             f"(use {arch!r} or 'trained')")
-        return load_trained(checkpoint, device).requires_grad_(False)
-    if spec in models.MODELS:
-        det = models.load(spec, device)
-    elif ":" in spec:
-        mod, fn = spec.split(":", 1)
-        det = getattr(importlib.import_module(mod), fn)()
-    else:
-        raise KeyError(f"detector {spec!r}: not a zoo model ({', '.join(models.MODELS)}), 'module:callable', "
-                       "or an arch name with a facelab train-detector checkpoint")
-    if state is not None:
-        det.load_state_dict(state["model"] if isinstance(state, dict) and "model" in state else state)
-    return det.eval().requires_grad_(False).to(device)
-
-
-# -- data --------------------------------------------------------------------------------------
-
-def _crop_resize(image: Tensor, boxes: Tensor, x0: float, y0: float, side: float, out: int,
-                 min_visible: float = 0.6) -> Sample:
-    """Square crop [x0, x0+side)² (zero padded outside the photo) resized to out×out, boxes moved and
-    clipped; faces with less than ``min_visible`` of their area inside are flagged ignored."""
-    H, W = image.shape[-2:]
-    s = out / side
-    theta = torch.tensor([[side / W, 0, (2 * x0 + side) / W - 1], [0, side / H, (2 * y0 + side) / H - 1]],
-                         dtype=image.dtype)
-    src = image
-    if side / out > 1.5:  # antialias: shrink the photo first
-        f = out / side
-        src = F.interpolate(image[None], scale_factor=f, mode="bilinear", antialias=True, align_corners=False)[0]
-    grid = F.affine_grid(theta[None], [1, 3, out, out], align_corners=False)
-    crop = F.grid_sample(src[None], grid, mode="bilinear", padding_mode="zeros", align_corners=False)[0].clamp(0, 1)
-    b = (boxes - torch.tensor([x0, y0, x0, y0])) * s
-    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
-    c = b.clamp(0, out)
-    inside = ((c[:, 2] - c[:, 0]).clamp(min=0) * (c[:, 3] - c[:, 1]).clamp(min=0)) / area.clamp(min=1e-6)
-    keep = inside > 0.05
-    return crop, c[keep], (inside < min_visible)[keep]
-
-
-def _crops_of(img: Tensor, boxes: Tensor, out: int, context: float, generator: torch.Generator | None = None,
-              scale_jitter: float = 0.0, shift_jitter: float = 0.0) -> list[Sample]:
-    """One out×out crop per face of one photo, the face centred with a side of ``context``·sqrt(area);
-    with ``generator``: context × U(1 ± ``scale_jitter``), centre shifted by U(± ``shift_jitter``)·side."""
-    items = []
-    for box in boxes:
-        w, h = float(box[2] - box[0]), float(box[3] - box[1])
-        side = context * math.sqrt(w * h)
-        cx, cy = float(box[0] + box[2]) / 2, float(box[1] + box[3]) / 2
-        if generator is not None:
-            u = torch.rand(3, generator=generator).tolist()
-            side *= 1 + scale_jitter * (2 * u[0] - 1)
-            cx += shift_jitter * side * (2 * u[1] - 1)
-            cy += shift_jitter * side * (2 * u[2] - 1)
-        items.append(_crop_resize(img, boxes, cx - side / 2, cy - side / 2, side, out))
-    return items
-
-
-def face_crops(photo_ids: Sequence[str], out: int = 160, context: float = 2.2) -> list[Sample]:
-    """One out×out crop per face of the bundled photos ``photo_ids``, the face centred with its side
-    ``context``·sqrt(area) of context."""
-    from facelab.data.faces import bundled_faces
-
-    fs = bundled_faces()
-    items = []
-    for pid in photo_ids:
-        p = fs.photo(pid)
-        items += _crops_of(p.image(), p.boxes, out, context)
-    return items
-
-
-def view_crops(photo_ids: Sequence[str], views_per_photo: int, seed: int, out: int = 160, context: float = 2.2,
-               scale_jitter: float = 0.2, shift_jitter: float = 0.1, max_side: int = 640) -> list[Sample]:
-    """Face crops of ``views_per_photo`` seeded augmented views of each bundled photo in ``photo_ids``.
-
-    Views come from :meth:`facelab.data.faces.FaceSet.views` (flip, crop keeping every face, rescale,
-    colour jitter; photos first downscaled to ``max_side``); each face is then cropped as in
-    :func:`face_crops` with a seeded jitter of the context (× U(1 ± ``scale_jitter``): the face's size
-    in the crop varies) and of the centre (± ``shift_jitter``·side). Same ``seed`` -> same crops.
-    These are new *instances* of the same faces, not new faces.
-    """
-    from facelab.data.faces import bundled_faces
-
-    if views_per_photo <= 0 or not photo_ids:
-        return []
-    g = torch.Generator().manual_seed(int(seed) + 7919)
-    items = []
-    for v in bundled_faces().views(views_per_photo * len(photo_ids), seed, photo_ids=photo_ids, max_side=max_side):
-        items += _crops_of(v.image.clamp(0, 1), v.boxes, out, context, g, scale_jitter, shift_jitter)
-    return items
-
-
-def mosaic(items: Sequence[Sample], grid: int = 4, fill_with_repeats: bool = False) -> list[Sample]:
-    """Tile equal-size crops into grid×grid mosaics (boxes shifted, ignore flags kept).
-
-    A compute device for the CPU run: face-api's SSD always resizes its input to 512×512, so one pass
-    over a 4×4 mosaic of 128-px face crops scores 16 faces for the price of one. Empty tiles are mid-gray,
-    or (``fill_with_repeats``, for training) filled by cycling through the crops again.
-    """
-    if not items:
-        return []
-    c = items[0][0].shape[-1]
-    per = grid * grid
-    n_mosaics = math.ceil(len(items) / per)
-    out = []
-    for m in range(n_mosaics):
-        canvas = torch.full((3, grid * c, grid * c), 0.5)
-        boxes, ign = [], []
-        for t in range(per):
-            k = m * per + t
-            if k >= len(items):
-                if not fill_with_repeats:
-                    continue
-                k %= len(items)
-            im, b, ig = items[k]
-            r, q = divmod(t, grid)
-            canvas[:, r * c:(r + 1) * c, q * c:(q + 1) * c] = im
-            boxes.append(b + torch.tensor([q * c, r * c, q * c, r * c], dtype=b.dtype))
-            ign.append(ig)
-        out.append((canvas, torch.cat(boxes), torch.cat(ign)))
-    return out
-
-
-def wider_samples(root: str, split: str, max_images: int | None, max_side: int) -> list[Sample]:
-    """WIDER FACE items downscaled to ``max_side``; faces flagged invalid are ignored."""
-    from facelab.data.wider import WiderFace
-
-    ds = WiderFace(root, split)
-    n = len(ds) if max_images is None else min(len(ds), int(max_images))
-    out = []
-    for i in range(n):
-        img, boxes, info = ds[i]
-        img, boxes = downscale(img, boxes, max_side)
-        ign = info["invalid"].bool() | ((boxes[:, 2] - boxes[:, 0]) < 1) | ((boxes[:, 3] - boxes[:, 1]) < 1)
-        out.append((img, boxes, ign))
-    return out
-
-
-def downscale(img: Tensor, boxes: Tensor, max_side: int) -> tuple[Tensor, Tensor]:
-    """``img`` shrunk (antialiased) so its longest side is at most ``max_side``, boxes scaled alike."""
-    s = min(1.0, max_side / max(img.shape[-2:]))
-    if s < 1:
-        img = F.interpolate(img[None], scale_factor=s, mode="bilinear", antialias=True, align_corners=False)[0]
-        boxes = boxes * s
-    return img.clamp(0, 1), boxes
-
-
-def init_images(face_items: Sequence[Sample], size: int = 128) -> dict[str, Tensor]:
-    """Patch initialisations: noise; non-face images (scikit-image's coffee cup and rocket, stand-ins for
-    the paper's ImageNet parachute/lemon/bottle/banana); three face crops from training faces."""
+def init_images(face_items: Sequence[tuple[Tensor, Tensor, Tensor]], size: int = 128) -> dict[str, Tensor]:
+    """Patch initialisations: noise; non-face images (scikit-image's coffee cup and rocket, stand-ins for the
+    paper's ImageNet parachute/lemon/bottle/banana); the three largest counted training faces (FaceA/B/C)."""
     import skimage.data
 
     inits = {"noise": init_patch("noise", size, seed=0)}
@@ -301,61 +149,66 @@ def init_images(face_items: Sequence[Sample], size: int = 128) -> dict[str, Tens
         h, w = img.shape[-2:]
         m = min(h, w)
         inits[name] = init_patch("image", size, image=img, box=[(w - m) / 2, (h - m) / 2, (w + m) / 2, (h + m) / 2])
-    faces = [(im, b[k]) for im, b, ign in face_items for k in range(len(b)) if not ign[k]]
+    faces = [(it[0], it[1][k]) for it in face_items for k in range(len(it[1])) if not it[2][k]]
     faces.sort(key=lambda t: -float((t[1][2] - t[1][0]) * (t[1][3] - t[1][1])))
     for letter, (im, b) in zip("ABC", faces[:3]):
         inits[f"face{letter}"] = init_patch("image", size, image=im, box=b.tolist())
     return inits
 
 
-# -- the experiment ----------------------------------------------------------------------------
+class UniversalPatchesExperiment(Experiment):
+    """Data, detectors, clean-detection cache and trained patches of one chapter-1 run."""
 
-class UniversalPatchesExperiment:
-    """Holds data, detectors, clean-detection cache and trained patches of one run."""
+    chapter = CHAPTER
+    config_class = Config
+    sections = ("table1", "methods", "generality", "transfer", "partial")
 
     def __init__(self, cfg: Config, victim: torch.nn.Module | None = None, progress: bool = True) -> None:
-        self.cfg, self.progress = cfg, progress
-        self.device = default_device(None if cfg.device == "auto" else cfg.device)
-        self.timer = Timer()
-        torch.manual_seed(cfg.seed)
+        super().__init__(cfg, progress)
+        from facelab import models
+
         with self.timer("data"):
+            self.split = None
             if cfg.wider_root:
                 self.train = wider_samples(cfg.wider_root, "train", cfg.max_images, cfg.max_side)
                 self.test = wider_samples(cfg.wider_root, "val", cfg.max_images, cfg.max_side)
+                self.face_items = self.train
+                self.test_originals: list[Sample] = []
             else:
                 from facelab.data.faces import bundled_faces
 
-                split = bundled_faces().split()
-                self.split = split
-                self.train = face_crops(split.train_photos, cfg.crop, cfg.crop_context)
-                self.test = face_crops(split.test_photos, cfg.crop, cfg.crop_context)
-                self.face_items = self.train  # face inits come from the unaugmented training crops
-                self.test_originals = list(self.test)  # the held-out photos' own crops (no views)
-                self.train += view_crops(split.train_photos, cfg.train_views, cfg.seed + 2, cfg.crop, cfg.crop_context)
-                self.test += view_crops(split.test_photos, cfg.test_views, cfg.seed + 1, cfg.crop, cfg.crop_context)
-                self.n_test_crops, self.n_train_crops = len(self.test), len(self.train)
-                if cfg.mosaic > 1:
-                    self.train = mosaic(self.train, cfg.mosaic, fill_with_repeats=True)
-                    self.test = mosaic(self.test, cfg.mosaic)
-        self.train_xy = [(im, b) for im, b, _ in self.train]
+                self.split = bundled_faces().split()
+                train = face_crops(self.split.train_photos, cfg.crop, cfg.crop_context)
+                test = face_crops(self.split.test_photos, cfg.crop, cfg.crop_context)
+                self.face_items, self.test_originals = train, test  # inits from unaugmented training crops
+                train = train + view_crops(self.split.train_photos, cfg.train_views, cfg.seed + 2, cfg.crop,
+                                           cfg.crop_context)
+                test = test + view_crops(self.split.test_photos, cfg.test_views, cfg.seed + 1, cfg.crop,
+                                         cfg.crop_context)
+                self.n_train_crops, self.n_test_crops = len(train), len(test)
+                self.train = mosaic(train, cfg.mosaic, fill_with_repeats=True) if cfg.mosaic > 1 else train
+                self.test = mosaic(test, cfg.mosaic) if cfg.mosaic > 1 else test
+            self.train = [s._replace(image=self.jitter(s.image)) for s in self.train]
+            self.test = [s._replace(image=self.jitter(s.image)) for s in self.test]
+            self.units = units_of(self.test)
         self.detectors: dict[str, torch.nn.Module] = {}
-        self.load_errors: dict[str, str] = {}
         with self.timer("models"):
-            self.detectors[cfg.victim] = victim if victim is not None else load_detector(
-                cfg.victim, self.device, cfg.victim_checkpoint)
+            self.detectors[cfg.victim] = (victim if victim is not None else
+                                          models.load(cfg.victim, self.device, checkpoint=cfg.victim_checkpoint))
             for name in list(cfg.other_detectors) + list(cfg.black_box):
-                try:
-                    self.detectors[name] = load_detector(name, self.device)
-                except Exception as e:  # a detector that has not landed / cannot load is reported, not fatal
-                    self.load_errors[name] = f"{type(e).__name__}: {e}"
-        self.inits = init_images(getattr(self, "face_items", self.train), cfg.patch_size)
+                if name in self.detectors:
+                    raise ValueError(f"detector {name!r} is listed twice (victim, other_detectors, black_box)")
+                self.detectors[name] = models.load(name, self.device)
+        self.inits = init_images(self.face_items, cfg.patch_size)
+        missing = [i for i in cfg.inits if i not in self.inits]
+        if missing:
+            raise ValueError(f"inits: {missing} unavailable; available: {', '.join(self.inits)}")
         self.patches: dict[tuple, Tensor] = {}
         self.snapshots: dict[tuple, dict[int, Tensor]] = {}
         self.train_time: dict[tuple, float] = {}
         self._clean: dict[str, dict] = {}
-        self.results: dict[str, Any] = {}
 
-    # -- basic operations ----------------------------------------------------------------------
+    # -- basic operations ------------------------------------------------------------------------------
     def delta_for(self, name: str) -> float:
         if name == self.cfg.victim:
             return self.cfg.delta
@@ -377,17 +230,14 @@ class UniversalPatchesExperiment:
         key = (detector, method, init, round(alpha, 4), location, epochs)
         if key in self.patches:
             return self.patches[key]
-        det = self.detectors[detector]
         thr = cfg.score_margin_threshold if detector == cfg.victim else self.delta_for(detector) * 0.6
-        atk = UniversalPatchAttack(det, method, alpha=alpha, location=location, score_threshold=thr,
-                                   iou_threshold=cfg.iou_threshold,
-                                   size=cfg.patch_size, init=self.inits[init], lr=cfg.lr, seed=cfg.seed,
-                                   device=self.device)
-        mid = max(1, epochs // 2)
+        atk = UniversalPatchAttack(self.detectors[detector], method, alpha=alpha, location=location,
+                                   score_threshold=thr, iou_threshold=cfg.iou_threshold, size=cfg.patch_size,
+                                   init=self.inits[init], lr=cfg.lr, seed=cfg.seed, device=self.device)
         t0 = time.perf_counter()
         with self.timer("train"):
-            snaps = atk.fit(self.train_xy, epochs=epochs, batch_size=cfg.batch_size,
-                            snapshots=(0, mid, epochs), progress=self.progress)
+            snaps = atk.fit([(s.image, s.boxes) for s in self.train], epochs=epochs, batch_size=cfg.batch_size,
+                            snapshots=(0, max(1, epochs // 2), epochs), progress=self.progress)
         self.train_time[key] = time.perf_counter() - t0
         self.patches[key] = atk.patch.detach().cpu()
         self.snapshots[key] = snaps
@@ -395,46 +245,50 @@ class UniversalPatchesExperiment:
 
     def _detect(self, name: str, images: list[Tensor]) -> list[tuple[Tensor, Tensor]]:
         det = self.detectors[name]
-        out = []
+        thr = None if name in self.cfg.black_box else self.cfg.detect_threshold
         with torch.no_grad():
-            for im in images:
-                d = det.detect([im.to(self.device)], score_threshold=self.cfg.detect_threshold
-                               if name != "haar" else None)[0]
-                out.append((d.boxes.cpu(), d.scores.cpu()))
+            return [(d.boxes.cpu(), d.scores.cpu()) for d in
+                    (det.detect([im.to(self.device)], score_threshold=thr)[0] for im in images)]
+
+    def _score(self, name: str, dets, pboxes) -> dict:
+        """P/R at δ of ``dets`` on the test side, the per-unit counts behind them, and the patch-as-face rate."""
+        delta = self.delta_for(name)
+        gts, ign = [s.boxes for s in self.test], [s.ignore for s in self.test]
+        pr = precision_recall_at(dets, gts, delta, ign)
+        table = detection_unit_table(dets, gts, ign, [s.units for s in self.test], delta,
+                                     patch_boxes=pboxes).aligned(self.units)
+        out = {"precision": pr["precision"], "recall": pr["recall"], "tp": pr["tp"], "fp": pr["fp"],
+               "n_faces": pr["n_faces"], "delta": delta, "dets": dets, "units": table}
+        if pboxes is not None:
+            out["patch_as_face"] = table.total("patch_hits") / max(table.total("patches"), 1.0)
         return out
 
-    def data_summary(self) -> dict:
-        """Sizes of the two sides: images passed to the detector, counted (not ignored) face instances,
-        and for the bundled photos the photos, distinct faces, crops and views behind them."""
-        def count(items):
-            return {"images": len(items), "face_instances": sum(int((~i).sum()) for _, _, i in items)}
+    def clean(self, name: str) -> dict:
+        """Clean detections of detector ``name`` on the test side (cached) and P/R at its δ."""
+        if name not in self._clean:
+            with self.timer("evaluate"):
+                dets = self._detect(name, [s.image for s in self.test])
+            self._clean[name] = self._score(name, dets, None)
+        return self._clean[name]
 
-        out: dict[str, Any] = {"train": count(self.train), "test": count(self.test)}
-        split = getattr(self, "split", None)
-        if split is not None:
-            out["train"].update(photos=list(split.train_photos), distinct_faces=len(split.train_faces),
-                                crops=self.n_train_crops, views_per_photo=self.cfg.train_views)
-            out["test"].update(photos=list(split.test_photos), distinct_faces=len(split.test_faces),
-                               crops=self.n_test_crops, views_per_photo=self.cfg.test_views)
-        return out
-
-    def showcase(self) -> Sample:
-        """One test image for figures: the held-out photos' own face crops tiled as in evaluation, cut to
-        the occupied tile rows (bundled photos), else the first test image."""
-        items = getattr(self, "test_originals", None)
-        if not items:
-            return self.test[0]
-        grid = self.cfg.mosaic if self.cfg.mosaic > 1 else 1
-        if grid == 1:
-            return items[0]
-        im, b, ign = mosaic(items[: grid * grid], grid)[0]
-        h = math.ceil(min(len(items), grid * grid) / grid) * items[0][0].shape[-1]
-        return im[:, :h].contiguous(), b, ign
+    def evaluate(self, patch: Tensor | None, name: str | None = None, alpha: float | None = None,
+                 location: str | None = None, mask: Tensor | None = None) -> dict:
+        """P/R at δ of detector ``name`` with ``patch`` pasted on every test face (None = clean), plus the
+        patch-as-face rate: the share of pasted patches found as a face (IoU ≥ 0.5, score ≥ δ)."""
+        name = name or self.cfg.victim
+        if patch is None:
+            return self.clean(name)
+        alpha = self.cfg.alpha if alpha is None else alpha
+        location = location or self.cfg.location
+        with self.timer("evaluate"):
+            imgs = [paste_patch(s.image, patch, s.boxes, alpha, location, mask=mask) for s in self.test]
+            dets = self._detect(name, imgs)
+        return self._score(name, dets, [patch_boxes(s.boxes, alpha, location) for s in self.test])
 
     def clean_scores(self, name: str | None = None, split: str = "test", iou: float = 0.5) -> dict:
-        """Where the clean scores of detector ``name`` lie on the ``split`` ("train" or "test") side: the
-        detections (score ≥ ``detect_threshold``) matching a face box (IoU ≥ ``iou``, ignored faces
-        included) vs the rest (background), and P/R at δ. ``separates``: max background < δ ≤ min face."""
+        """Where the clean scores of detector ``name`` lie on the ``split`` ("train" or "test") side: detections
+        (score ≥ ``detect_threshold``) matching a face (IoU ≥ ``iou``, ignored faces included) vs the rest,
+        and P/R at δ. ``separates``: max background < δ ≤ min face."""
         from torchvision.ops import box_iou
 
         name = name or self.cfg.victim
@@ -445,162 +299,189 @@ class UniversalPatchesExperiment:
             dets = self.clean(name)["dets"]
         else:
             with self.timer("evaluate"):
-                dets = self._detect(name, [im for im, _, _ in items])
+                dets = self._detect(name, [s.image for s in items])
         face_s: list[float] = []
         bg_s: list[float] = []
-        for (b, sc), (_, g, _) in zip(dets, items):
+        for (b, sc), s in zip(dets, items):
             if not len(b):
                 continue
-            m = box_iou(b.float(), g.float()).max(1).values if len(g) else torch.zeros(len(b))
+            m = box_iou(b.float(), s.boxes.float()).max(1).values if len(s.boxes) else torch.zeros(len(b))
             face_s += sc[m >= iou].tolist()
             bg_s += sc[m < iou].tolist()
         delta = self.delta_for(name)
-        pr = precision_recall_at(dets, [g for _, g, _ in items], delta, [i for _, _, i in items])
-        min_face = min(face_s, default=float("nan"))
-        max_bg = max(bg_s, default=float("nan"))
+        pr = precision_recall_at(dets, [s.boxes for s in items], delta, [s.ignore for s in items])
+        min_face, max_bg = min(face_s, default=float("nan")), max(bg_s, default=float("nan"))
         return {"split": split, "detector": name, "delta": delta, "n_face": len(face_s), "min_face": min_face,
                 "n_background": len(bg_s), "max_background": max_bg,
                 "separates": bool((not bg_s or max_bg < delta) and face_s and delta <= min_face),
                 "precision": pr["precision"], "recall": pr["recall"], "tp": pr["tp"], "fp": pr["fp"],
                 "n_faces": pr["n_faces"]}
 
-    def clean(self, name: str) -> dict:
-        """Clean detections of detector ``name`` on the test set (cached) and P/R at its δ."""
-        if name not in self._clean:
-            with self.timer("evaluate"):
-                dets = self._detect(name, [im for im, _, _ in self.test])
-            self._clean[name] = self._score(name, dets, None)
-        return self._clean[name]
+    def data_summary(self) -> dict:
+        """Sizes of both sides: images, counted face instances, units, and for the bundled photos the photos,
+        distinct faces, crops and views behind them."""
+        def count(items: list[Sample]) -> dict:
+            return {"images": len(items), "face_instances": sum(int((~s.ignore).sum()) for s in items)}
 
-    def _score(self, name: str, dets, pboxes) -> dict:
-        gts = [b for _, b, _ in self.test]
-        ign = [i for _, _, i in self.test]
-        delta = self.delta_for(name)
-        pr = precision_recall_at(dets, gts, delta, ign)
-        out = {"precision": pr["precision"], "recall": pr["recall"], "tp": pr["tp"], "fp": pr["fp"],
-               "n_faces": pr["n_faces"], "delta": delta, "dets": dets}
-        if pboxes is not None:
-            out["patch_as_face"] = patch_as_face_rate(dets, pboxes, delta)
+        out: dict[str, Any] = {"train": count(self.train), "test": count(self.test)}
+        out["test"]["units"] = len(self.units)
+        if self.split is not None:
+            out["train"].update(photos=list(self.split.train_photos), distinct_faces=len(self.split.train_faces),
+                                crops=self.n_train_crops, views_per_photo=self.cfg.train_views)
+            out["test"].update(photos=list(self.split.test_photos), distinct_faces=len(self.split.test_faces),
+                               crops=self.n_test_crops, views_per_photo=self.cfg.test_views)
         return out
 
-    def evaluate(self, patch: Tensor | None, name: str | None = None, alpha: float | None = None,
-                 location: str | None = None, mask: Tensor | None = None) -> dict:
-        """P/R at δ of detector ``name`` on the test set with ``patch`` pasted on every face (None =
-        clean), plus the patch-as-face rate: share of pasted patches found as a face (IoU ≥ 0.5, score ≥ δ)."""
-        name = name or self.cfg.victim
-        if patch is None:
-            return self.clean(name)
-        alpha = self.cfg.alpha if alpha is None else alpha
-        location = location or self.cfg.location
-        with self.timer("evaluate"):
-            imgs = [paste_patch(im, patch, b, alpha, location, mask=mask) for im, b, _ in self.test]
-            pboxes = [patch_boxes(b, alpha, location) for _, b, _ in self.test]
-            dets = self._detect(name, imgs)
-        return self._score(name, dets, pboxes)
+    def showcase(self) -> Sample:
+        """One test image for figures: the held-out photos' own crops tiled as in evaluation, cut to the
+        occupied tile rows (bundled photos), else the first test image."""
+        items = self.test_originals
+        if not items:
+            return self.test[0]
+        grid = self.cfg.mosaic if self.cfg.mosaic > 1 else 1
+        if grid == 1:
+            return items[0]
+        s = mosaic(items[: grid * grid], grid)[0]
+        h = math.ceil(min(len(items), grid * grid) / grid) * items[0].image.shape[-1]
+        return s._replace(image=s.image[:, :h].contiguous())
 
-    # -- sections ------------------------------------------------------------------------------
+    # -- intervals -------------------------------------------------------------------------------------
+    def interval(self, stat, **evals: dict) -> Interval:
+        """``stat`` of the unit tables of ``evals`` with its paired cluster-bootstrap interval."""
+        tables: dict[str, UnitTable] = {k: v["units"] for k, v in evals.items()}
+        return bootstrap(tables, stat, n_boot=self.cfg.bootstrap, seed=self.cfg.seed, level=self.cfg.confidence)
+
+    def recall(self, ev: dict) -> Interval:
+        return self.interval(lambda t: t["e"]["tp"] / t["e"]["faces"], e=ev)
+
+    def precision(self, ev: dict) -> Interval:
+        return self.interval(lambda t: np.where(t["e"]["tp"] + t["e"]["fp"] > 0,
+                                                t["e"]["tp"] / (t["e"]["tp"] + t["e"]["fp"]), 1.0), e=ev)
+
+    def patch_as_face(self, ev: dict) -> Interval:
+        return self.interval(lambda t: t["e"]["patch_hits"] / t["e"]["patches"], e=ev)
+
+    def recall_ratio(self, ev: dict, ref: dict) -> Interval:
+        """Recall of ``ev`` / recall of ``ref`` on the same faces (paired)."""
+        return self.interval(lambda t: t["e"]["tp"] / t["r"]["tp"], e=ev, r=ref)
+
+    def recall_difference(self, ev: dict, ref: dict) -> Interval:
+        return self.interval(lambda t: t["e"]["tp"] / t["e"]["faces"] - t["r"]["tp"] / t["r"]["faces"], e=ev, r=ref)
+
+    # -- sections --------------------------------------------------------------------------------------
     def table1(self) -> list[dict]:
         """Baseline, every init without and with Patch-IoU (Table 1)."""
         rows = [_row("Baseline", None, self.clean(self.cfg.victim))]
-        for init in self.cfg.inits:
-            if init not in self.inits:
-                continue
-            rows.append(_row(f"{init} w/o Patch-IoU", init, self.evaluate(self.inits[init])))
-        for init in self.cfg.inits:
-            if init not in self.inits:
-                continue
-            p = self.train_patch(init=init)
-            rows.append(_row(f"{init} w/ Patch-IoU", init, self.evaluate(p)))
+        rows += [_row(f"{i} w/o Patch-IoU", i, self.evaluate(self.inits[i])) for i in self.cfg.inits]
+        rows += [_row(f"{i} w/ Patch-IoU", i, self.evaluate(self.train_patch(init=i))) for i in self.cfg.inits]
         self.results["table1"] = rows
         return rows
 
     def methods(self) -> list[dict]:
         """The four sample-set rules from noise (Table 3) and their threshold-Fβ curves (Fig. 7)."""
         rows = [_row("Baseline", None, self.clean(self.cfg.victim))]
+        rows += [_row(METHOD_NAMES[m], m, self.evaluate(self.train_patch(method=m))) for m in self.cfg.methods]
         curves = {}
-        for m in self.cfg.methods:
-            ev = self.evaluate(self.train_patch(method=m))
-            rows.append(_row(METHOD_NAMES[m], m, ev))
         for r in rows:
-            curve = self.fbeta_curve(r["eval"]["dets"])
-            curves[r["name"]] = curve
+            curves[r["name"]] = curve = self.fbeta_curve(r["eval"]["dets"])
             r["afbeta"] = area_fbeta(curve=curve)
         self.results["table3"], self.results["fbeta_curves"] = rows, curves
         return rows
 
     def fbeta_curve(self, dets) -> dict:
         th = np.linspace(self.cfg.detect_threshold, 1.0, 200)
-        return threshold_fbeta_curve(dets, [b for _, b, _ in self.test], thresholds=th,
-                                     ignores=[i for _, _, i in self.test])
+        return threshold_fbeta_curve(dets, [s.boxes for s in self.test], thresholds=th,
+                                     ignores=[s.ignore for s in self.test])
 
     def generality(self) -> list[dict]:
         """Patch-IoU at α × location on the victim (Fig. 5) and on the other gradient detectors."""
-        rows = []
-        for a in self.cfg.scales:
-            for loc in self.cfg.locations:
-                p = self.train_patch(alpha=a, location=loc, epochs=self.cfg.sweep_epochs)
-                rows.append({"detector": self.cfg.victim, "alpha": a, "location": loc, "patch": p,
-                             "clean": self.clean(self.cfg.victim),
-                             "eval": self.evaluate(p, alpha=a, location=loc)})
+        cfg, rows = self.cfg, []
+        for a in cfg.scales:
+            for loc in cfg.locations:
+                p = self.train_patch(alpha=a, location=loc, epochs=cfg.sweep_epochs)
+                rows.append({"detector": cfg.victim, "alpha": a, "location": loc, "patch": p,
+                             "clean": self.clean(cfg.victim), "eval": self.evaluate(p, alpha=a, location=loc)})
         for name in self.gradient_detectors():
-            if name == self.cfg.victim:
-                continue
-            p = self.train_patch(detector=name, epochs=self.cfg.sweep_epochs)
-            rows.append({"detector": name, "alpha": self.cfg.alpha, "location": self.cfg.location, "patch": p,
-                         "clean": self.clean(name), "eval": self.evaluate(p, name)})
+            if name != cfg.victim:
+                p = self.train_patch(detector=name, epochs=cfg.sweep_epochs)
+                rows.append({"detector": name, "alpha": cfg.alpha, "location": cfg.location, "patch": p,
+                             "clean": self.clean(name), "eval": self.evaluate(p, name)})
         self.results["generality"] = rows
         return rows
 
     def transfer(self) -> dict:
-        """Recall/precision matrix: Patch-IoU noise patches trained on each gradient detector (rows),
-        pasted on the test faces and detected by every detector incl. black-box ones (columns)."""
-        sources = self.gradient_detectors()
+        """Recall/precision matrix: Patch-IoU noise patches trained on each gradient detector (rows), pasted on
+        the test faces and detected by every detector incl. black-box ones (columns)."""
         targets = list(self.detectors)
         mat: dict[str, dict[str, dict]] = {}
-        for s in sources:
-            ep = self.cfg.epochs if s == self.cfg.victim else self.cfg.sweep_epochs
-            p = self.train_patch(detector=s, epochs=ep)
-            mat[s] = {t: _short(self.evaluate(p, t)) for t in targets}
-        noise = self.inits["noise"]
-        mat["noise (unoptimised)"] = {t: _short(self.evaluate(noise, t)) for t in targets}
-        mat["clean"] = {t: _short(self.clean(t)) for t in targets}
+        for s in self.gradient_detectors():
+            p = self.train_patch(detector=s, epochs=self.cfg.epochs if s == self.cfg.victim else self.cfg.sweep_epochs)
+            mat[s] = {t: self.evaluate(p, t) for t in targets}
+        mat["noise (unoptimised)"] = {t: self.evaluate(self.inits["noise"], t) for t in targets}
+        mat["clean"] = {t: self.clean(t) for t in targets}
         self.results["transfer"] = mat
         return mat
 
     def partial(self) -> list[dict]:
         """The noise Patch-IoU patch with only its top half / two thirds pasted (Appendix-A style)."""
         p = self.train_patch()
-        rows = [{"keep": 1.0, **_short(self.evaluate(p))}]
-        for k in self.cfg.partial_keep:
-            rows.append({"keep": float(k), **_short(self.evaluate(p, mask=partial_mask(self.cfg.patch_size, k)))})
+        rows = [{"keep": 1.0, "eval": self.evaluate(p)}]
+        rows += [{"keep": float(k), "eval": self.evaluate(p, mask=partial_mask(self.cfg.patch_size, k))}
+                 for k in self.cfg.partial_keep]
+        for r in rows:
+            r.update(_short(r["eval"]))
         self.results["partial"] = rows
         return rows
 
-    # -- card ------------------------------------------------------------------------------------
+    # -- card --------------------------------------------------------------------------------------------
     def headline(self) -> dict:
-        """Rounded key numbers of the run (what the notebook's checked cells print); NaN -> None."""
-        return _finite(self._headline())
-
-    def _headline(self) -> dict:
-        r = self.results
-        out: dict[str, Any] = {}
-        if "table1" in r:
-            out["table1"] = {x["name"]: [round(x["precision"], 3), round(x["recall"], 3),
-                                         round(x.get("patch_as_face", float("nan")), 3)] for x in r["table1"]}
+        """Key numbers with intervals ([value, lo, hi]) for the card."""
+        r, out = self.results, {"data": self.data_summary()}
+        for key in ("table1", "table3"):
+            if key in r:
+                out[key] = {x["name"]: self._pr_intervals(x["eval"]) for x in r[key]}
         if "table3" in r:
-            out["table3"] = {x["name"]: [round(x["precision"], 3), round(x["recall"], 3),
-                                         round(x.get("patch_as_face", float("nan")), 3)] for x in r["table3"]}
-            out["afbeta"] = {x["name"]: {str(b): round(v, 3) for b, v in x["afbeta"].items()} for x in r["table3"]}
+            out["afbeta"] = {x["name"]: {str(b): round(v, 4) for b, v in x["afbeta"].items()} for x in r["table3"]}
         if "transfer" in r:
-            out["transfer_recall"] = {s: {t: round(v["recall"], 3) for t, v in row.items()}
+            out["transfer_recall"] = {s: {t: self.recall(v).as_list() for t, v in row.items()}
                                       for s, row in r["transfer"].items()}
         if "partial" in r:
-            out["partial_recall"] = {str(round(x["keep"], 3)): round(x["recall"], 3) for x in r["partial"]}
+            out["partial_recall"] = {f"{x['keep']:.3f}": self.recall(x["eval"]).as_list() for x in r["partial"]}
         if "generality" in r:
-            out["generality_recall"] = {f"{x['detector']}/{x['alpha']}/{x['location']}":
-                                        [round(x["clean"]["recall"], 3), round(x["eval"]["recall"], 3),
-                                         round(x["eval"].get("patch_as_face", float("nan")), 3)]
-                                        for x in r["generality"]}
+            out["generality"] = {f"{g['detector']}/{g['alpha']}/{g['location']}": {
+                "clean_recall": self.recall(g["clean"]).as_list(), **self._pr_intervals(g["eval"])}
+                for g in r["generality"]}
+        out["train_seconds"] = {"/".join(map(str, k)): round(v, 2) for k, v in self.train_time.items()}
+        return out
+
+    def _pr_intervals(self, ev: dict) -> dict:
+        out = {"precision": self.precision(ev).as_list(), "recall": self.recall(ev).as_list()}
+        if "patch_as_face" in ev:
+            out["patch_as_face"] = self.patch_as_face(ev).as_list()
+        return out
+
+    def measured(self) -> dict[str, float]:
+        """Flat point values compared with the reference run: P/R/patch-as-face of every evaluated setting."""
+        r, out = self.results, {}
+
+        def put(prefix: str, ev: dict) -> None:
+            out[f"{prefix}/precision"], out[f"{prefix}/recall"] = ev["precision"], ev["recall"]
+            if "patch_as_face" in ev and math.isfinite(ev["patch_as_face"]):
+                out[f"{prefix}/patch_as_face"] = ev["patch_as_face"]
+
+        for key in ("table1", "table3"):
+            for x in r.get(key, []):
+                put(f"{key}/{x['name']}", x["eval"])
+        for x in r.get("table3", []):
+            for b, v in x["afbeta"].items():
+                out[f"afbeta/{x['name']}/{b}"] = v
+        for s, row in r.get("transfer", {}).items():
+            for t, ev in row.items():
+                put(f"transfer/{s}/{t}", ev)
+        for x in r.get("partial", []):
+            put(f"partial/{x['keep']:.3f}", x["eval"])
+        for g in r.get("generality", []):
+            put(f"generality/{g['detector']}/{g['alpha']}/{g['location']}", g["eval"])
         return out
 
     def paper_comparison(self) -> list[dict]:
@@ -609,65 +490,136 @@ class UniversalPatchesExperiment:
         data = (f"{d['face_instances']} face instances in {d['images']} test images"
                 + (f" ({d['distinct_faces']} distinct faces of {len(d['photos'])} held-out photos, "
                    f"{d['views_per_photo']} augmented views each)" if "photos" in d else ""))
-        note = (f"paper: WIDER FACE val 'All', SLN, δ=0.99; ours: {self.cfg.victim}, δ={self.cfg.delta}, {data}")
+        note = f"paper: WIDER FACE val 'All', SLN, δ=0.99; ours: {self.cfg.victim}, δ={self.cfg.delta}, {data}"
         rows = []
-        for table, results, key_of in (("Table 1", self.results.get("table1", []), _paper_key),
-                                       ("Table 3", self.results.get("table3", []),
-                                        lambda n: "Baseline-SLN" if n == "Baseline" else n)):
-            paper = PAPER["table1" if table == "Table 1" else "table3"]
-            for x in results:
+        for table, key_of in (("table1", _paper_key), ("table3", lambda n: "Baseline-SLN" if n == "Baseline" else n)):
+            paper = PAPER[table]
+            for x in self.results.get(table, []):
                 key = key_of(x["name"])
                 if key not in paper:
                     continue
-                for j, what in enumerate(("precision", "recall")):
-                    rows.append({"quantity": f"{table} {x['name']} {what} (%)", "paper": float(paper[key][j]),
-                                 "ours": round(100 * float(x[what]), 1), "note": f"{key}; {note}"})
+                for j, (what, iv) in enumerate((("precision", self.precision(x["eval"])),
+                                                ("recall", self.recall(x["eval"])))):
+                    rows.append({"quantity": f"Table {table[-1]} {x['name']} {what} (%)", "paper": float(paper[key][j]),
+                                 "ours": round(100 * iv.value, 1),
+                                 "interval": [round(100 * v, 1) if math.isfinite(v) else None for v in (iv.lo, iv.hi)],
+                                 "note": f"{key}; {note}"})
         return rows
 
-    def summary_markdown(self) -> str:
-        """Markdown summary of the run: every number is computed from :attr:`results`, every verdict
-        ("replicated", "partly replicated", "not replicated") is decided by the criteria it states."""
-        return summary_markdown(self)
+    def differences(self) -> dict[str, str]:
+        cfg = self.cfg
+        data = (f"WIDER FACE at {cfg.wider_root}" if cfg.wider_root else
+                f"the bundled photos split by photo, {cfg.crop}-px face crops tiled {cfg.mosaic}×{cfg.mosaic}, "
+                f"{cfg.test_views} (train {cfg.train_views}) augmented views per photo, not WIDER FACE")
+        return {
+            "model": f"victim {cfg.victim}" + (f" ({cfg.victim_checkpoint})" if cfg.victim_checkpoint else "")
+                     + " (paper: SLN, a ResNet-50 single-level network trained on WIDER FACE); transfer sources and "
+                     f"targets {', '.join(self.detectors)} (paper: SSD, RetinaNet, Faster R-CNN, SLN)",
+            "data": data,
+            "scale": f"{cfg.epochs} epochs (sweeps {cfg.sweep_epochs}) of Adam, lr {cfg.lr}, batch {cfg.batch_size} "
+                     "(paper: 100 epochs over WIDER FACE train)",
+            "protocol": f"δ = {cfg.delta}, δ − m = {cfg.score_margin_threshold} (paper 0.99 / 0.5); Patch-IoU rule "
+                        f"IoU > {cfg.iou_threshold} (paper 0.6); Eq. 2's S^γ used as a weight; P/R/AFβ on "
+                        "probability scores (paper: logits)",
+        }
 
-    def write_card(self, parameters: dict) -> Path:
-        """``results.json`` in ``cfg.out_dir`` (also the trained patches as ``patches.pt``)."""
-        out = Path(self.cfg.out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        metrics = self.headline()
-        metrics["data"] = self.data_summary()
-        metrics["train_seconds"] = {"/".join(map(str, k)): round(v, 2) for k, v in self.train_time.items()}
-        if self.load_errors:
-            metrics["detectors_not_loaded"] = self.load_errors
-        tmp = out / ".patches.pt.tmp"
-        torch.save({"/".join(map(str, k)): v for k, v in self.patches.items()}, tmp)
-        tmp.replace(out / "patches.pt")
-        return results_card(out, chapter=CHAPTER, parameters=parameters, seed=self.cfg.seed,
-                            timings={k: round(v, 2) for k, v in self.timer.timings.items()}, metrics=metrics,
-                            extra={"paper_comparison": self.paper_comparison()})
+    def summary_preamble(self) -> str:
+        d = self.data_summary()["test"]
+        clean = self.clean(self.cfg.victim)
+        inst = f"{d['face_instances']} counted face instances"
+        if "distinct_faces" in d:
+            inst += (f" = {d['distinct_faces']} distinct held-out faces seen in the original photos and in "
+                     f"{d['views_per_photo']} augmented views of each photo; views of one face are **not "
+                     f"independent**, so the intervals resample the {d['units']} faces, not the instances")
+        return (f"Test side: {inst}; one instance = {100 / max(d['face_instances'], 1):.1f} points of recall. "
+                f"Victim {self.cfg.victim} at δ = {self.cfg.delta}: clean precision {self.precision(clean).fmt()}, "
+                f"recall {self.recall(clean).fmt()}.")
 
+    def claims(self) -> list[Claim]:
+        """§3.2's observations, Fig. 5, Table 2 and Table 3 as claims decided on intervals (:data:`CRITERIA`)."""
+        cfg, r, C = self.cfg, self.results, CRITERIA
+        clean = self.clean(cfg.victim)
+        out: list[Claim] = []
+        t1 = {x["name"]: x["eval"] for x in r.get("table1", [])}
+        P1 = PAPER["table1"]
+        if t1:
+            inits = list(cfg.inits)
+            cases = [Case(f"{i} optimised, recall ratio", self.recall_ratio(t1[f"{i} w/ Patch-IoU"], clean), "<=",
+                          C["collapse"]) for i in inits]
+            cases += [Case(f"{i} unoptimised, recall ratio", self.recall_ratio(t1[f"{i} w/o Patch-IoU"], clean), ">",
+                           C["collapse"]) for i in inits]
+            out.append(Claim("obs1", "§3.2 obs. 1, an optimised patch collapses recall, the same image unoptimised "
+                             "does not", f"recall ratio ≤ {C['collapse']} optimised, > {C['collapse']} unoptimised",
+                             cases, f"Paper 'All': recall {P1['Baseline-SLN'][1]} % clean, "
+                             f"{_span(v[1] for k, v in P1.items() if 'w/o' in k)} % unoptimised, "
+                             f"{_span(v[1] for k, v in P1.items() if 'w/ ' in k)} % optimised."))
+            out.append(Claim("obs2", "§3.2 obs. 2, the Patch-IoU patch is itself detected as a face",
+                             f"patch-as-face rate ≥ {C['face_like']}",
+                             [Case(f"{i}", self.patch_as_face(t1[f"{i} w/ Patch-IoU"]), ">=", C["face_like"])
+                              for i in inits],
+                             f"Paper: precision {_span(v[0] for k, v in P1.items() if 'w/ ' in k)} % after Patch-IoU. "
+                             f"Training here: {cfg.epochs} epochs over {len(self.train)} training image(s)."))
+            faces = [i for i in inits if i.startswith("face")]
+            if faces:
+                out.append(Claim("obs3", "§3.2 obs. 3, a pasted real face does not hide the face",
+                                 f"recall ratio > {C['collapse']}",
+                                 [Case(i, self.recall_ratio(t1[f"{i} w/o Patch-IoU"], clean), ">", C["collapse"])
+                                  for i in faces],
+                                 "Paper: FaceA/B/C unoptimised recall "
+                                 f"{_span(P1[f'Face{x} w/o Patch-IoU'][1] for x in 'ABC')} % (clean 22.5 %)."))
+        gen = r.get("generality", [])
+        if gen:
+            vg = [g for g in gen if g["detector"] == cfg.victim]
+            og = [g for g in gen if g["detector"] != cfg.victim]
+            out.append(Claim("fig5_scales", f"§3.3 / Fig. 5, Patch-IoU works at every scale and location on {cfg.victim}",
+                             f"recall ratio ≤ {C['suppress']}",
+                             [Case(f"α={g['alpha']} {g['location']}", self.recall_ratio(g["eval"], g["clean"]), "<=",
+                                   C["suppress"]) for g in vg],
+                             f"{cfg.sweep_epochs} epochs each; the paper finds every such patch face-like."))
+            if og:
+                out.append(Claim("fig5_detectors", "§3.3, Patch-IoU works on other detectors",
+                                 f"recall ratio ≤ {C['suppress']}",
+                                 [Case(g["detector"], self.recall_ratio(g["eval"], g["clean"]), "<=", C["suppress"])
+                                  for g in og], f"{cfg.sweep_epochs} epochs each."))
+        mat = r.get("transfer")
+        if mat:
+            noise = mat["noise (unoptimised)"]
+            pairs = [(s, t) for s in mat if s in self.detectors for t in mat[s] if t != s]
+            out.append(Claim("table2", "Table 2, patches transfer between detectors",
+                             f"recall at least {C['transfer_margin']} below the unoptimised-noise control",
+                             [Case(f"{s} → {t}, recall minus noise recall", self.recall_difference(mat[s][t], noise[t]),
+                                   "<=", -C["transfer_margin"]) for s, t in pairs],
+                             "Paper, recall on SLN: " + ", ".join(f"{k} {v[1]:.1f} %" for k, v in PAPER["table2"].items()
+                                                                  if "->" in k or k.startswith("Baseline")) + "."))
+        t3 = [x for x in r.get("table3", []) if x["key"] not in (None, "patch_iou")]
+        if t3:
+            cases = []
+            for x in t3:
+                cases.append(Case(f"{x['name']} recall ratio", self.recall_ratio(x["eval"], clean), "<=", C["suppress"]))
+                cases.append(Case(f"{x['name']} patch-as-face", self.patch_as_face(x["eval"]), "<=",
+                                  C["no_false_positive"]))
+            p3 = {k: v for k, v in PAPER["table3"].items() if k != "Baseline-SLN"}
+            pbest = min(p3, key=lambda k: p3[k][1])
+            ps = {x["key"]: self.patches.get((cfg.victim, x["key"], "noise", round(cfg.alpha, 4), cfg.location,
+                                              cfg.epochs)) for x in t3}
+            same = (ps.get("patch_score") is not None and ps.get("patch_combination") is not None
+                    and torch.equal(ps["patch_score"], ps["patch_combination"]))
+            out.append(Claim("table3", "Table 3, Criteria 1 and 2 for the improved methods",
+                             f"recall ratio ≤ {C['suppress']} and patch-as-face ≤ {C['no_false_positive']}", cases,
+                             f"Paper: lowest recall {pbest} {p3[pbest][1]:.1f} %."
+                             + (" Patch-Combination trained the very same patch as Patch-Score (λ1/λ2 excluded no "
+                                "anchor above δ − m)." if same else "")))
+        part = r.get("partial")
+        if part:
+            out.append(Claim("partial", "Appendix-A style, part of the patch still suppresses faces (no paper numbers)",
+                             f"recall ratio ≤ {C['suppress']}",
+                             [Case(f"top {x['keep']:.2f}", self.recall_ratio(x["eval"], clean), "<=", C["suppress"])
+                              for x in part]))
+        return out
 
-def _finite(x: Any) -> Any:
-    """NaN/inf -> None, recursively (the card is strict JSON)."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _finite(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_finite(v) for v in x]
-    return x
-
-
-def patch_as_face_rate(dets, pboxes, delta: float, iou: float = 0.5) -> float:
-    """Share of pasted patches that some detection with score ≥ δ covers with IoU ≥ ``iou``."""
-    from torchvision.ops import box_iou
-
-    hit = total = 0
-    for (boxes, scores), pb in zip(dets, pboxes):
-        total += len(pb)
-        b = boxes[scores >= delta]
-        if len(b) and len(pb):
-            hit += int((box_iou(pb.float(), b.float()).max(dim=1).values >= iou).sum())
-    return hit / total if total else float("nan")
+    def write_artifacts(self, out: Path) -> None:
+        with atomic_write(out / "patches.pt", "wb") as f:
+            torch.save({"/".join(map(str, k)): v for k, v in self.patches.items()}, f)
 
 
 def _short(ev: dict) -> dict:
@@ -685,167 +637,22 @@ def _paper_key(name: str) -> str:
     return f"{init[0].upper() + init[1:]} {rest}"
 
 
-def run(cfg: Config, sections: Sequence[str] = ("table1", "methods", "generality", "transfer", "partial"),
-        victim: torch.nn.Module | None = None, progress: bool = False) -> UniversalPatchesExperiment:
-    """Run the chapter end to end without the notebook (tests, scripts) and write the results card."""
+def _span(xs) -> str:
+    xs = sorted(xs)
+    return f"{xs[0]}" if xs[0] == xs[-1] else f"{xs[0]}–{xs[-1]}"
+
+
+def tolerance_floor(card: dict) -> dict[str, float]:
+    """The resolution of each measured number of a card: one counted test face instance (a recall, precision
+    or patch-as-face rate cannot move by less than about that once a face changes)."""
+    n = max(int(card["metrics"]["data"]["test"]["face_instances"]), 1)
+    return {k: 1.0 / n for k in card["measured"]}
+
+
+def run(cfg: Config, sections: Sequence[str] | None = None, victim: torch.nn.Module | None = None,
+        progress: bool = False) -> UniversalPatchesExperiment:
+    """Run the chapter without the notebook (tests, scripts, the spread tool) and write the results card."""
     exp = UniversalPatchesExperiment(cfg, victim=victim, progress=progress)
-    for s in sections:
-        getattr(exp, s)()
-    exp.write_card(dataclasses.asdict(cfg))
+    exp.run_sections(sections)
+    exp.write_card()
     return exp
-
-
-# -- the run's summary, decided by code --------------------------------------------------------
-
-#: Criteria of :func:`summary_markdown` (stated in its output). Recall ratios are patched / clean.
-CRITERIA = {
-    "collapse": 0.25,         # recall ≤ 25 % of clean: the patch makes faces (nearly) vanish
-    "suppress": 0.5,          # recall ≤ 50 % of clean: the patch suppresses faces (Criterion 1)
-    "face_like": 0.5,         # patch-as-face rate ≥ 0.5: the patch itself is detected as a face
-    "no_false_positive": 0.1,  # patch-as-face rate ≤ 0.1: Criterion 2 holds
-    "transfer_margin": 0.1,   # transfer: recall ≥ 0.1 (absolute) below the unoptimised-noise control
-}
-
-
-def _verdict(k: int, n: int) -> str:
-    if n == 0:
-        return "not measured"
-    return "**replicated**" if k == n else ("**partly replicated**" if k else "**not replicated**")
-
-
-def _pct(x: float) -> str:
-    return "–" if x is None or not math.isfinite(x) else f"{100 * x:.1f} %"
-
-
-def _span(xs: Sequence[float]) -> str:
-    xs = [x for x in xs if math.isfinite(x)]
-    if not xs:
-        return "–"
-    lo, hi = min(xs), max(xs)
-    return _pct(lo) if lo == hi else f"{100 * lo:.1f}–{100 * hi:.1f} %"
-
-
-def summary_markdown(exp: UniversalPatchesExperiment) -> str:
-    """The closing summary of a run as markdown (see :meth:`UniversalPatchesExperiment.summary_markdown`)."""
-    cfg, r, C = exp.cfg, exp.results, CRITERIA
-    d = exp.data_summary()["test"]
-    clean = exp.clean(cfg.victim)
-    base = clean["recall"]
-    out: list[str] = []
-    inst = f"{d['face_instances']} counted face instances"
-    if "distinct_faces" in d:
-        inst += (f" = {d['distinct_faces']} distinct held-out faces seen in the original photos and in "
-                 f"{d['views_per_photo']} augmented views of each photo; views of one face are **not independent** "
-                 f"faces, so the effective sample is closer to {d['distinct_faces']} faces than to "
-                 f"{d['face_instances']}")
-    out += [f"Test side: {inst}; one instance = {100 / max(d['face_instances'], 1):.1f} points of recall. "
-            f"Victim {cfg.victim} at δ = {cfg.delta}: clean precision {_pct(clean['precision'])}, "
-            f"recall {_pct(base)}.", "",
-            "Criteria (ratios are patched recall / clean recall): *collapse* ≤ "
-            f"{C['collapse']}, *suppress* ≤ {C['suppress']}; a patch is *face-like* if it is detected as a face "
-            f"(IoU ≥ 0.5, score ≥ δ) on ≥ {C['face_like']:.0%} of the faces it is pasted on, and creates *no false "
-            f"positive* if that rate is ≤ {C['no_false_positive']:.0%}; a patch *transfers* to a detector if it "
-            f"lowers that detector's recall by ≥ {C['transfer_margin']} more than the unoptimised noise patch does. "
-            "A claim is replicated when every case meets its criterion, partly when some do.", ""]
-
-    def ratio(x: float, ref: float) -> float:
-        return x / ref if ref > 0 else float("nan")
-
-    t1 = {x["name"]: x for x in r.get("table1", [])}
-    P1 = {k: (p / 100, q / 100) for k, (p, q) in PAPER["table1"].items()}  # paper values as fractions
-    pb = P1["Baseline-SLN"][1]
-    pwo = [v[1] for k, v in P1.items() if k.endswith("w/o Patch-IoU")]
-    pw = [v[1] for k, v in P1.items() if k.endswith("w/ Patch-IoU")]
-    inits = [i for i in cfg.inits if f"{i} w/ Patch-IoU" in t1]
-    if inits:
-        opt = [t1[f"{i} w/ Patch-IoU"]["recall"] for i in inits]
-        unopt = [t1[f"{i} w/o Patch-IoU"]["recall"] for i in inits]
-        k = sum(ratio(o, base) <= C["collapse"] < ratio(u, base) for o, u in zip(opt, unopt))
-        out.append(f"* **§3.2 obs. 1, optimised vs unoptimised** — {_verdict(k, len(inits))} ({k} of {len(inits)} "
-                   f"initialisations: the Patch-IoU patch collapses recall, the same image unoptimised does not). "
-                   f"Recall unoptimised {_span(unopt)}, after Patch-IoU {_span(opt)} (clean {_pct(base)}; paper "
-                   f"'All': {_pct(pb)} → {_span(pwo)} unoptimised, {_span(pw)} optimised).")
-        paf = [t1[f"{i} w/ Patch-IoU"]["patch_as_face"] for i in inits]
-        like = [i for i, v in zip(inits, paf) if v >= C["face_like"]]
-        out.append(f"* **§3.2 obs. 2, the Patch-IoU patch is detected as a face** — {_verdict(len(like), len(inits))} "
-                   f"({len(like)} of {len(inits)} initialisations face-like"
-                   + (f": {', '.join(like)}" if like else "") + f"; patch-as-face rates {_span(paf)}, precision "
-                   f"{_span([t1[f'{i} w/ Patch-IoU']['precision'] for i in inits])}; paper: precision "
-                   f"{_span([v[0] for k, v in P1.items() if k.endswith('w/ Patch-IoU')])}). "
-                   f"Training here is {cfg.epochs} epochs over {len(exp.train)} training image(s) "
-                   f"(paper: 100 epochs over WIDER FACE train).")
-        faces = [i for i in inits if i.startswith("face")]
-        others = [i for i in inits if not i.startswith("face")]
-        if faces:
-            fr = [t1[f"{i} w/o Patch-IoU"]["recall"] for i in faces]
-            fp_ = [t1[f"{i} w/o Patch-IoU"]["precision"] for i in faces]
-            op_ = [t1[f"{i} w/o Patch-IoU"]["precision"] for i in others]
-            kr = sum(ratio(x, base) > C["collapse"] for x in fr)
-            prec_more = bool(others) and float(np.mean(fp_)) < float(np.mean(op_))
-            out.append(f"* **§3.2 obs. 3, a pasted real face does not hide the face** — "
-                       f"{_verdict(kr, len(faces))} ({kr} of {len(faces)} face crops leave recall above the collapse "
-                       f"level: {_span(fr)}). The paper's side remark that a face photo 'affects precision more' "
-                       f"is {'seen' if prec_more else 'not seen'} here (mean precision {_pct(float(np.mean(fp_)))} "
-                       f"with face crops vs {_pct(float(np.mean(op_))) if others else '–'} with the other "
-                       f"unoptimised patches).")
-    gen = r.get("generality", [])
-    vg = [g for g in gen if g["detector"] == cfg.victim]
-    og = [g for g in gen if g["detector"] != cfg.victim]
-    if gen:
-        sup = [g for g in vg if ratio(g["eval"]["recall"], g["clean"]["recall"]) <= C["suppress"]]
-        osup = [g for g in og if ratio(g["eval"]["recall"], g["clean"]["recall"]) <= C["suppress"]]
-        flike = [g for g in gen if g["eval"]["patch_as_face"] >= C["face_like"]]
-        out.append(f"* **§3.3 generality (Fig. 5)** — scales × locations on {cfg.victim}: "
-                   f"{_verdict(len(sup), len(vg))} ({len(sup)} of {len(vg)} settings suppress, "
-                   + (", ".join(f"α={g['alpha']} {g['location']}" for g in sup) or "none")
-                   + f"; {cfg.sweep_epochs} epochs each); other detectors: {_verdict(len(osup), len(og))} ("
-                   + ", ".join(f"{g['detector']} {_pct(g['clean']['recall'])} → {_pct(g['eval']['recall'])}" for g in og)
-                   + f"). Face-like patches in the sweep: {len(flike)} of {len(gen)} (the paper finds all face-like).")
-    mat = r.get("transfer")
-    if mat:
-        noise = mat["noise (unoptimised)"]
-        pairs = [(s_, t) for s_ in mat if s_ in exp.detectors for t in mat[s_] if t != s_]
-        ok = [(s_, t) for s_, t in pairs if mat[s_][t]["recall"] <= noise[t]["recall"] - C["transfer_margin"]]
-        out.append(f"* **Table 2, transfer** — {_verdict(len(ok), len(pairs))} ({len(ok)} of {len(pairs)} "
-                   "source → target pairs beat the unoptimised-noise control"
-                   + (": " + ", ".join(f"{s_} → {t} {_pct(mat['clean'][t]['recall'])} → {_pct(mat[s_][t]['recall'])}"
-                                       for s_, t in ok) if ok else "")
-                   + "; paper, recall on SLN: " + ", ".join(f"{k} {v[1]:.1f} %" for k, v in PAPER["table2"].items()
-                                                             if "->" in k or k.startswith("Baseline")) + ").")
-    t3 = [x for x in r.get("table3", []) if x["key"] is not None]
-    if t3:
-        improved = [x for x in t3 if x["key"] != "patch_iou"]
-        good = [x for x in improved if ratio(x["recall"], base) <= C["suppress"]
-                and x["patch_as_face"] <= C["no_false_positive"]]
-        best = min(x["recall"] for x in t3)
-        tied = [x["name"] for x in t3 if x["recall"] == best]
-        p3 = {k: v for k, v in PAPER["table3"].items() if k != "Baseline-SLN"}
-        pbest = min(p3, key=lambda k: p3[k][1])
-        out.append(f"* **Table 3, Criteria 1 and 2 for the improved methods** — {_verdict(len(good), len(improved))} "
-                   f"({len(good)} of {len(improved)} suppress faces without a false positive on the patch: "
-                   + ", ".join(f"{x['name']} R {_pct(x['recall'])}, patch-as-face {_pct(x['patch_as_face'])}"
-                               for x in improved)
-                   + f"). Lowest recall: {', '.join(tied)} (paper: {pbest}, {p3[pbest][1]:.1f} %); "
-                   f"Patch-IoU's patch-as-face rate {_pct(next((x['patch_as_face'] for x in t3 if x['key'] == 'patch_iou'), float('nan')))}.")
-        ps = {x["key"]: exp.patches.get((cfg.victim, x["key"], "noise", round(cfg.alpha, 4), cfg.location, cfg.epochs))
-              for x in t3}
-        if ps.get("patch_score") is not None and ps.get("patch_combination") is not None:
-            same = torch.equal(ps["patch_score"], ps["patch_combination"])
-            out.append(f"  Patch-Combination's trained patch is {'**identical** to' if same else 'different from'} "
-                       "Patch-Score's" + (" (λ1/λ2 excluded no anchor above δ − m during training)." if same else "."))
-    part = r.get("partial")
-    if part:
-        full = part[0]["recall"]
-        out.append("* **Part of the patch (Appendix-A style, no paper numbers)** — recall with the full patch "
-                   f"{_pct(full)}; " + ", ".join(f"top {x['keep']:.2f} of it {_pct(x['recall'])}" for x in part[1:])
-                   + f" (clean {_pct(base)}).")
-    out += ["", f"**Deviations from the paper (this run's parameters):** victim {cfg.victim}"
-            + (f" (checkpoint {cfg.victim_checkpoint})" if cfg.victim_checkpoint else "")
-            + f"; δ = {cfg.delta}, δ − m = {cfg.score_margin_threshold} (paper 0.99 / 0.5); Patch-IoU's IoU rule "
-            f"> {cfg.iou_threshold} (paper 0.6); {cfg.epochs} epochs (sweeps {cfg.sweep_epochs}) of Adam, lr {cfg.lr}, "
-            f"batch {cfg.batch_size} (paper 100 epochs); "
-            + (f"WIDER FACE at {cfg.wider_root}" if cfg.wider_root else
-               f"the bundled photos split by photo, {cfg.crop}-px face crops tiled {cfg.mosaic}×{cfg.mosaic}, "
-               f"{cfg.test_views} (train {cfg.train_views}) augmented views per photo")
-            + "; Eq. 2's S^γ used as a weight; P/R/AFβ on probability scores."]
-    return "\n".join(out)

@@ -40,8 +40,9 @@ import numpy as np
 
 from facelab.data.wider_mat import WiderMat
 from facelab.metrics._matching import apply_rule, as_array, best_match, counts_at, xywh_to_xyxy
+from facelab.metrics.uncertainty import UnitTable
 
-__all__ = ["Matches", "match_detections", "fbeta", "precision_recall_at", "threshold_fbeta_curve", "area_fbeta",
+__all__ = ["Matches", "match_detections", "patch_as_face_rate", "detection_unit_table", "fbeta", "precision_recall_at", "threshold_fbeta_curve", "area_fbeta",
            "wider_detection_metrics", "DEFAULT_BETAS", "DEFAULT_THRESHOLDS"]
 
 DEFAULT_BETAS = (0.001, 0.01, 0.1, 0.5)
@@ -270,3 +271,75 @@ def _keep_mask(keep_idx: np.ndarray | None, n: int) -> np.ndarray:
     keep = np.zeros(n, dtype=bool)
     keep[np.asarray(keep_idx, dtype=np.int64) - 1] = True
     return keep
+
+
+def patch_as_face_rate(dets: Sequence[Any], patch_boxes: Sequence[Any], delta: float, iou: float = 0.5) -> float:
+    """Share of pasted patches that some detection with score ≥ δ covers with IoU ≥ ``iou`` (§3.2: the
+    Patch-IoU patch is itself detected as a face); NaN without patches."""
+    hit = total = 0
+    for (boxes, scores), pb in zip(dets, patch_boxes):
+        h, n = _patch_hits(boxes, scores, pb, delta, iou)
+        hit += int(h.sum()); total += n
+    return hit / total if total else float("nan")
+
+
+def _patch_hits(boxes: Any, scores: Any, pb: Any, delta: float, iou: float) -> tuple[np.ndarray, int]:
+    from facelab.metrics._matching import iou_matrix
+
+    p = as_array(pb, "patch_boxes", (4,))
+    b = as_array(boxes, "det_boxes", (4,))[as_array(scores, "det_scores") >= delta]
+    if not len(p) or not len(b):
+        return np.zeros(len(p), dtype=bool), len(p)
+    return iou_matrix(p, b, False).max(axis=1) >= iou, len(p)
+
+
+def detection_unit_table(dets: Sequence[Any], gts: Sequence[Any], ignores: Sequence[Any] | None,
+                         units: Sequence[Sequence[str]], delta: float, iou: float = 0.5,
+                         patch_boxes: Sequence[Any] | None = None) -> UnitTable:
+    """P/R counts at δ split by sampling unit, for :func:`facelab.metrics.uncertainty.bootstrap`.
+
+    ``units[i][j]`` is the unit of face j of image i. Columns: ``tp`` (recalled counted faces), ``faces``
+    (counted faces), ``fp`` (kept detections that are no true positive; each is charged to the unit of the
+    face whose centre is nearest to its centre, or to a unit of its own image when the image has no face),
+    and with ``patch_boxes`` (one per face) ``patch_hits`` / ``patches`` (:func:`patch_as_face_rate`).
+    Column sums equal :func:`precision_recall_at`'s tp, fp and n_faces.
+    """
+    cols: dict[str, dict[str, float]] = {k: {} for k in ("tp", "fp", "faces", "patch_hits", "patches")}
+    order: dict[str, None] = {}
+
+    def add(col: str, unit: str, v: float) -> None:
+        order.setdefault(unit)
+        cols[col][unit] = cols[col].get(unit, 0.0) + v
+
+    for i, ((b, s), g) in enumerate(zip(dets, gts)):
+        ign = None if ignores is None else ignores[i]
+        u = list(units[i])
+        g = as_array(g, f"image {i}: gt_boxes", (4,))
+        if len(u) != len(g):
+            raise ValueError(f"image {i}: {len(u)} units for {len(g)} faces")
+        s = as_array(s, f"image {i}: det_scores")
+        b = as_array(b, f"image {i}: det_boxes", (4,))
+        keep = s >= delta
+        m = match_detections(b[keep], s[keep], g, ign, iou)
+        counted = np.ones(len(g), dtype=bool) if ign is None else ~as_array(ign, "ignore", dtype=bool)
+        recalled = np.zeros(len(g), dtype=bool)
+        recalled[m.matched_gt[m.tp]] = True
+        for j in range(len(g)):
+            add("faces", u[j], float(counted[j])); add("tp", u[j], float(recalled[j]))
+        fp_boxes = b[keep][m.fp]
+        if len(fp_boxes):
+            if len(g):
+                c = (fp_boxes[:, None, :2] + fp_boxes[:, None, 2:]) / 2 - (g[None, :, :2] + g[None, :, 2:]) / 2
+                for j in np.argmin((c ** 2).sum(-1), axis=1):
+                    add("fp", u[j], 1.0)
+            else:
+                add("fp", f"image {i} (no face)", float(len(fp_boxes)))
+        if patch_boxes is not None:
+            hits, n = _patch_hits(b, s, patch_boxes[i], delta, 0.5)
+            if n != len(g):
+                raise ValueError(f"image {i}: {n} patch boxes for {len(g)} faces")
+            for j in range(n):
+                add("patches", u[j], 1.0); add("patch_hits", u[j], float(hits[j]))
+    names = tuple(order)
+    keep_cols = [k for k in cols if k not in ("patch_hits", "patches") or patch_boxes is not None]
+    return UnitTable(names, {k: np.array([cols[k].get(n, 0.0) for n in names]) for k in keep_cols})
