@@ -84,7 +84,7 @@ mutation-%: mutation-tool
 	cp tests/conftest.py $(wildcard $(MUTATION_TESTS_$*:%=tests/%)) $(MUTATION_DIR)/$*/tests/
 	find $(MUTATION_DIR)/$* -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTATION_DIR)/$* && start=$$(date +%s) \
-	  && "$(abspath $(VENV))/bin/mutmut" run --max-children $(MUTATION_JOBS) "facelab.$*.*" > run.log 2>&1 \
+	  && FACELAB_HYPOTHESIS_PROFILE=mutation "$(abspath $(VENV))/bin/mutmut" run --max-children $(MUTATION_JOBS) "facelab.$*.*" > run.log 2>&1 \
 	  && "$(abspath $(VENV))/bin/mutmut" results --all true 2>/dev/null | grep "^ *facelab\.$*\." > results.txt; \
 	  rc=$$?; end=$$(date +%s); test $$rc -eq 0 || { tail -c 2000 run.log; exit 1; }; \
 	  awk -v m=$* -v t=$$((end - start)) -F': ' '{n++; s[$$2]++} END {k = s["killed"] + s["timeout"]; \

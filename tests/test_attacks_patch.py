@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -455,3 +456,148 @@ def test_paste_brightness_saturates_and_forward_pastes_current_patch():
     assert torch.equal(atk.paste(img, boxes), out.detach()) or torch.allclose(atk.paste(img, boxes), out)
     other = torch.ones(3, 16, 16)
     assert torch.allclose(atk.paste(img, boxes, other)[:, 0:20, 10:30], torch.ones(3, 20, 20), atol=1e-5)
+
+
+# -- smaller pieces, value by value ---------------------------------------------------------------------------
+
+def test_partial_mask_every_side_exactly():
+    m = partial_mask(8, 0.25, "top")
+    assert m.shape == (1, 8, 8) and m[0, :2].eq(1).all() and m[0, 2:].eq(0).all()
+    m = partial_mask(8, 0.25, "bottom")
+    assert m[0, 6:].eq(1).all() and m[0, :6].eq(0).all()
+    m = partial_mask(8, 0.25, "left")
+    assert m[0, :, :2].eq(1).all() and m[0, :, 2:].eq(0).all()
+    m = partial_mask(8, 0.25, "right")
+    assert m[0, :, 6:].eq(1).all() and m[0, :, :6].eq(0).all()
+    assert partial_mask(8).eq(1).all() and partial_mask(8, 1.0, "right").eq(1).all()
+    # a sliver keeps at least one row; 0.3 of 10 rows rounds to 3
+    assert partial_mask(10, 0.01).sum() == 10 and partial_mask(10, 0.3, "bottom")[0, :, 0].tolist() == [0] * 7 + [1] * 3
+    with pytest.raises(ValueError, match=r"^keep: expected a fraction in \(0,1\], got 0$"):
+        partial_mask(8, 0)
+    with pytest.raises(ValueError, match=r"^keep: expected a fraction in \(0,1\], got 1.5$"):
+        partial_mask(8, 1.5)
+    with pytest.raises(ValueError, match=r"^side: expected top/bottom/left/right, got 'middle'$"):
+        partial_mask(8, 0.5, "middle")
+
+
+def test_eot_sample_uses_one_draw_of_three_uniforms():
+    eot = EOT(rotation=20.0, scale=0.2, brightness=0.4)
+    g, ref = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+    for _ in range(3):  # consecutive draws consume exactly three numbers each
+        u = torch.rand(3, generator=ref) * 2 - 1
+        rot, sc, br = eot.sample(g)
+        assert rot == pytest.approx(float(u[0]) * 20.0) and sc == pytest.approx(1 + float(u[1]) * 0.2)
+        assert br == pytest.approx(1 + float(u[2]) * 0.4)
+
+
+def test_sample_rules_defaults_and_edge_cases():
+    from facelab.attacks.sample_sets import max_iou, select_patch_combination, select_patch_iou
+
+    anchors, gt, pb, scores = _case()
+    # defaults of the rule functions themselves: IoU > 0.6, best anchor included, λ1 = λ2 = 0.3
+    assert select_patch_iou(anchors, gt).tolist() == [True, True, False, False, False]
+    assert select_patch_iou(anchors[2:], gt).tolist() == [True, False, False]
+    assert select_patch_combination(anchors, gt, pb, scores, 0.5).tolist() == [True, False, True, True, False]
+    # IoU exactly λ1 = 0.3 ([0,0,3,10] vs [0,0,10,10]: 30/100) is not "> λ1"
+    a = torch.tensor([[0.0, 0, 3, 10]])
+    assert select_patch_combination(a, gt, torch.zeros(0, 4), torch.tensor([0.9]), 0.5).tolist() == [False]
+    assert select_patch_combination(a, gt, torch.zeros(0, 4), torch.tensor([0.9]), 0.5, lambda1=0.29).tolist() == [True]
+    # no faces / no patches: max IoU 0 per anchor
+    assert max_iou(anchors, torch.zeros(0, 4)).tolist() == [0.0] * 5
+    assert not select_samples("patch_combination", anchors, torch.zeros(0, 4), torch.zeros(0, 4), scores).any()
+    # two faces: each face's best anchor is included, and max IoU is over all faces
+    faces = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])
+    far = torch.tensor([[2.0, 0, 12, 10], [52, 52, 62, 62], [100, 100, 110, 110]])  # IoU 0.67 and 0.47
+    assert select_patch_iou(far, faces, 0.9).tolist() == [True, True, False]
+    assert select_patch_iou(far, faces, 0.6, include_best=False).tolist() == [True, False, False]
+    np.testing.assert_allclose(max_iou(far, faces).tolist(), [80 / 120, 64 / 136, 0.0], rtol=1e-6)
+
+
+def test_fit_runs_one_step_per_batch_and_is_seeded():
+    det = TinyDetector()
+    data = tiny_data(3)
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.6, location="center", lr=0.05, seed=3)
+    atk.fit(data, epochs=2, batch_size=2)
+    assert len(atk.history) == 4  # ceil(3 / 2) batches per epoch
+    # the shuffling comes from the attack's seed, not from torch's global generator
+    runs = []
+    for global_seed in (0, 1):
+        torch.manual_seed(global_seed)
+        a = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", lr=0.05, seed=3)
+        a.fit(data, epochs=1, batch_size=1)
+        runs.append(a.patch.detach().clone())
+    assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], _fit_copy(data, seed=3))
+    assert not torch.equal(runs[0], _fit_copy(data, seed=4))
+    # an iterable of batches (e.g. a DataLoader) is used as given
+    b = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", lr=0.05, seed=3)
+    b.fit(iter([data[:2], data[2:]]), epochs=1)
+    assert [h.n > 0 for h in b.history] == [True, True]
+
+
+def _fit_copy(data, seed):
+    a = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", lr=0.05, seed=seed)
+    a.fit(data, epochs=1, batch_size=1)
+    return a.patch.detach().clone()
+
+
+def test_progress_bar_counts_steps(monkeypatch):
+    import tqdm.auto
+
+    made = []
+
+    class Bar:
+        def __init__(self, **kw):
+            self.kw, self.updates, self.postfix, self.closed = kw, [], [], False
+            made.append(self)
+
+        def update(self, n):
+            self.updates.append(n)
+
+        def set_postfix(self, **kw):
+            self.postfix.append(kw)
+
+        def close(self):
+            self.closed = True
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    atk = UniversalPatchAttack(TinyDetector(), "patch_score", alpha=0.6, location="center")
+    atk.fit(tiny_data(3), epochs=2, batch_size=2, progress=True)
+    (bar,) = made
+    assert bar.kw == {"total": 4, "desc": "patch_score", "leave": False, "disable": False}
+    assert bar.updates == [1, 1, 1, 1] and bar.closed
+    assert bar.postfix[-1] == {"loss": f"{atk.history[-1].loss:.3f}", "n": atk.history[-1].n}
+    made.clear()
+    atk.fit(tiny_data(3), epochs=1)
+    assert made == []
+
+
+def test_eot_is_used_in_training_steps_only():
+    data = tiny_data(2)
+    for eot, same in ((None, True), (EOT(rotation=0.0, scale=0.0, brightness=0.5), False)):
+        atk = UniversalPatchAttack(TinyDetector().eval(), "patch_iou", alpha=0.6, location="center", eot=eot)
+        before = atk.evaluate(data, batch_size=2)
+        again = atk.evaluate(data, batch_size=2)
+        assert again.loss == before.loss  # evaluation never jitters
+        st = atk.step(data)  # the loss of the step is computed before the update, on the same patch
+        assert (st.loss == pytest.approx(before.loss, rel=1e-6)) is same, (eot, st, before)
+
+
+def test_images_group_by_full_size():
+    # same width, different heights: two forward passes, both counted
+    det = TinyDetector()
+    a = (torch.rand(3, 48, 48), torch.tensor([[8.0, 6.0, 40.0, 38.0]]))
+    b = (torch.rand(3, 56, 48), torch.tensor([[8.0, 6.0, 40.0, 38.0]]))
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.6, location="center")
+    both = atk.evaluate([a, b], batch_size=2)
+    one_a, one_b = atk.evaluate([a]), atk.evaluate([b])
+    assert both.n == one_a.n + one_b.n
+    assert both.loss == pytest.approx((one_a.loss * one_a.n + one_b.loss * one_b.n) / both.n, rel=1e-5)
+
+
+def test_paste_uses_the_attacks_location_and_passes_options():
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.5, location="bottom", init="gray", size=16)
+    img = torch.zeros(3, 40, 40)
+    boxes = torch.tensor([[0.0, 0.0, 40.0, 40.0]])
+    expect = paste_patch(img, atk.patch.detach(), boxes, 0.5, "bottom")
+    assert torch.allclose(atk.paste(img, boxes), expect) and torch.allclose(atk(img, boxes=boxes), expect)
+    assert torch.equal(atk.paste(img, boxes, mask=torch.zeros(1, 16, 16)), img)

@@ -5,6 +5,8 @@ Examples are derandomised (the same on every run), so a mutation run sees the sa
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -15,7 +17,9 @@ from facelab.attacks import UniversalPatchAttack, partial_mask, paste_patch, pat
 from facelab.metrics import area_fbeta, evaluate, precision_recall_at, threshold_fbeta_curve
 
 settings.register_profile("facelab", max_examples=40, deadline=None, derandomize=True, database=None, print_blob=True)
-settings.load_profile("facelab")
+# `make mutation` runs every surviving mutant against these tests: fewer (still fixed) examples there
+settings.register_profile("mutation", parent=settings.get_profile("facelab"), max_examples=8)
+settings.load_profile(os.environ.get("FACELAB_HYPOTHESIS_PROFILE", "facelab"))
 
 # -- random detection problems --------------------------------------------------------------------------
 
