@@ -233,6 +233,18 @@ def test_status_factors_out_the_note_common_to_every_row():
     assert "Common to every row" not in page and "| Baseline; ours: ssd, δ=0.7, 48 instances |" in page
 
 
+def test_status_shows_intervals_and_claim_verdicts():
+    st = book_status.ChapterStatus(1, "T", Path("notebooks/01_x.ipynb"), Path("runs/01_x/results.json"), {
+        "claims": {"obs1": {"title": "obs. 1", "verdict": "partly replicated"},
+                   "table3": {"title": "Table 3", "verdict": "replicated"}},
+        "paper_comparison": [
+            {"quantity": "R", "paper": 22.5, "ours": 18.8, "interval": [7.3, 31.2], "note": "a"},
+            {"quantity": "P", "paper": 99.4, "ours": 100.0, "interval": [None, None], "note": "b"}]})
+    page = book_status.render([st])
+    assert "| R | 22.5 | 18.8 [7.3, 31.2] | -3.7 | a |" in page and "| P | 99.4 | 100 | +0.6 | b |" in page
+    assert "obs. 1: **partly replicated**; Table 3: **replicated**." in page
+
+
 def test_status_reads_the_card_printed_by_the_committed_notebook(tmp_path):
     card = {"created": "2026-01-02T00:00:00Z", "device": "cpu", "paper_comparison": [
         {"quantity": "recall (All), noise w/ Patch-IoU", "paper": 1.4, "ours": 2.0, "note": "Table 1"}]}

@@ -143,6 +143,13 @@ def _common_suffix(notes: list[str], min_len: int = 24) -> str:
     return tail if len(tail.strip(" ;,")) >= min_len else ""
 
 
+def _interval(row: dict[str, Any]) -> str:
+    iv = row.get("interval")
+    if not (isinstance(iv, list) and len(iv) == 2 and all(_num(x) is not None for x in iv)):
+        return ""
+    return f" [{fmt(iv[0])}, {fmt(iv[1])}]"
+
+
 def render(statuses: list[ChapterStatus], root: Path | None = None) -> str:
     """The markdown page: one table of every paper comparison, then notes on chapters without one.
 
@@ -174,10 +181,14 @@ def render(statuses: list[ChapterStatus], root: Path | None = None) -> str:
         common = _common_suffix(notes)
         if common:
             lines += [f"Common to every row: {fmt(common.strip(' ;,'))}.", ""]
-        lines += ["| quantity | paper | ours | difference | note |", "|---|---|---|---|---|"]
+        claims = s.card.get("claims") or {}
+        if claims:
+            lines += ["Claims (verdicts decided on the run's intervals): "
+                      + "; ".join(f"{fmt(c.get('title'))}: **{fmt(c.get('verdict'))}**" for c in claims.values()) + ".", ""]
+        lines += ["| quantity | paper | ours [interval] | difference | note |", "|---|---|---|---|---|"]
         for r, note in zip(s.comparison, notes):
             note = note[: len(note) - len(common)].strip(" ;,") if common else note
-            lines.append(f"| {fmt(r.get('quantity'))} | {fmt(r.get('paper'))} | {fmt(r.get('ours'))} "
+            lines.append(f"| {fmt(r.get('quantity'))} | {fmt(r.get('paper'))} | {fmt(r.get('ours'))}{_interval(r)} "
                          f"| {difference(r.get('paper'), r.get('ours'))} | {fmt(note)} |")
         lines.append("")
     lines += ["## Chapters", ""]
