@@ -9,18 +9,19 @@ timed forward pass of a batch (add a line to benchmark another net). Inputs:
   depends on the content; it has no JavaScript original);
 * face-analysis nets (``face_recognition``, ``age_gender``, ``expression``, ``landmarks68``): ``forward``
   on random ``--crop-height x --crop-width`` face crops (incl. pad / resize / normalisation);
-* Human-library graph models (``facelab.models.human``): ``blazeface``, ``blazeface_front`` and ``centernet``
-  run ``detect`` (net,
-  decoding and NMS, as Human's JS does per frame), the face nets (``mobilefacenet``, ``faceres``, ``gear``,
-  ``ssrnet_age``, ``human_gender``, ``emotion``) ``forward`` on random crops.
+* Human-library graph models (``facelab.models.human``): ``blazeface``, ``blazeface_front`` and
+  ``centernet`` run ``detect`` (net, decoding and NMS, as Human's JS does per frame), the face nets
+  (``mobilefacenet``, ``faceres``, ``faceres_deep``, ``gear``, ``ssrnet_age``, ``human_gender``, ``emotion``)
+  ``forward`` on random crops.
 
 The originals are timed on the same machine and the same input sizes: face-api's nets
 (``@vladmandic/face-api``) by ``tools/faceapi_reference/bench.js``, Human's graph models (Human's own
 preprocessing and decoding, one call per face or frame) by ``tools/human_reference/bench.js``; tfjs ``wasm``
 backend by default, or ``cpu`` (pure JS), with the same number of threads asked for (in Node, tfjs-wasm runs
-single-threaded whatever is asked: the JSON's ``threads`` says what it used). Reported per image: the wall-clock minimum over ``--repeats`` runs after one
-warm-up, and the CPU time (process user+sys, all threads) of that fastest run. On a shared machine the
-CPU time is the more stable number; the load average (``os.getloadavg``) is printed before and after.
+single-threaded whatever is asked: the JSON's ``threads`` says what it used). Reported per image: the
+wall-clock minimum over ``--repeats`` runs after one warm-up, and the CPU time (process user+sys, all
+threads) of that fastest run. On a shared machine the CPU time is the more stable number; the load average
+(``os.getloadavg``) is printed before and after.
 
 Usage: ``.venv/bin/python benchmarks/bench_models.py [--threads 1] [--batches 1,8] [--nets ...] [--no-js]``
 """
@@ -107,6 +108,7 @@ BENCHES: dict[str, Setup] = {
     "centernet": _detect("centernet"),
     "mobilefacenet": _face_net("mobilefacenet"),
     "faceres": _face_net("faceres"),
+    "faceres_deep": _face_net("faceres_deep"),
     "gear": _face_net("gear"),
     "ssrnet_age": _face_net("ssrnet_age"),
     "human_gender": _face_net("human_gender"),
@@ -119,7 +121,9 @@ JS_NETS: dict[str, tuple[str, str]] = {
                                    "expression", "landmarks68")},
     "blazeface": ("human", "blazeface-back"), "blazeface_front": ("human", "blazeface-front"),
     "centernet": ("human", "centernet"),
-    "mobilefacenet": ("human", "mobilefacenet"), "faceres": ("human", "faceres"), "gear": ("human", "gear"),
+    "mobilefacenet": ("human", "mobilefacenet"), "faceres": ("human", "faceres"),
+    "faceres_deep": ("human", "faceres-deep"),
+    "gear": ("human", "gear"),
     "ssrnet_age": ("human", "age"), "human_gender": ("human", "gender"), "emotion": ("human", "emotion"),
 }
 

@@ -73,7 +73,7 @@ def _dev(got: torch.Tensor, ref: list | float, relative: bool = False) -> float:
 
 
 # -- weights ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["blazeface-back", "blazeface-front", "mobilefacenet", "faceres", "gear", "age", "gender", "emotion",
+@pytest.mark.parametrize("name", ["blazeface-back", "blazeface-front", "mobilefacenet", "faceres", "faceres-deep", "gear", "age", "gender", "emotion",
                                   "centernet"])
 def test_weights_decode_bit_exact(golden, name):
     """Every decoded weight (float16-quantised ones included) equals tfjs' decodeWeights bit for bit."""
@@ -241,6 +241,9 @@ FACE_CASES = {
     # zoo name, kwargs, how to get the output, reference field, relative tolerance
     "mobilefacenet": ("mobilefacenet", {}, lambda m, x: m(x), lambda r: r["mobilefacenet"]["descriptor"]),
     "faceres": ("faceres", {}, lambda m, x: m(x), lambda r: r["faceres"]["descriptor"]),
+    "faceres_deep": ("faceres_deep", {}, lambda m, x: m(x), lambda r: r["faceres-deep"]["descriptor"]),
+    "faceres_deep_age": ("faceres_deep_attributes", {"head": "age"}, lambda m, x: m.probabilities(x),
+                         lambda r: r["faceres-deep"]["age_probabilities"]),
     "faceres_gender": ("faceres_attributes", {"head": "gender"}, lambda m, x: m.probabilities(x), lambda r: [r["faceres"]["gender"]]),
     "faceres_age": ("faceres_attributes", {"head": "age"}, lambda m, x: m.probabilities(x), lambda r: r["faceres"]["age_probabilities"]),
     "gear_age": ("gear", {"head": "age"}, lambda m, x: m.probabilities(x), lambda r: r["gear"]["age"]),

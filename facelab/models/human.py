@@ -6,15 +6,17 @@ it matches Human on the same pixels (``tests/test_models_tfjs.py``, reference ma
 ``tools/human_reference``). All take float ``[B,3,H,W]`` RGB in [0,1] and preprocess inside ``forward``,
 differentiably:
 
-* :class:`BlazeFace` (``blazeface-back``, 256x256, or ``blazeface-front``, 128x128; MediaPipe): a :class:`FaceDetector`. Human feeds it
-  the whole image in 0..255, stretched to 256x256 (no padding), ``x / 127.5 - 1``; 896 anchors (16x16x2
-  at stride 16, 8x8x6 at stride 32, centre ``stride * (i + 0.5)``); box = anchor + offset (x, y),
+* :class:`BlazeFace` (``blazeface-back``, 256x256, or ``blazeface-front``, 128x128; MediaPipe): a
+  :class:`FaceDetector`. Human feeds it the whole image in 0..255, stretched to the input square (no
+  padding), ``x / 127.5 - 1``; 896 anchors (16x16x2 at stride size/16, 8x8x6 at stride size/8, centre
+  ``stride * (i + 0.5)``); box = anchor + offset (x, y),
   size (w, h) in the 256 input; score = sigmoid; tfjs' ``nonMaxSuppression`` (IoU >= 0.1 suppresses,
   score > 0.2, Human's defaults; Human itself keeps 1 face, here up to 100). Human 3 uses this hard NMS;
   the weighted blending of MediaPipe's own BlazeFace is not part of Human. ``detect`` returns the boxes
   Human computes before its own enlarging for the mesh model (``scaleBoxCoordinates``), in input pixels.
 * :class:`HumanEmbedder`: ``mobilefacenet`` (112, 192-D, unit norm; Human passes the 0..1 crop as is)
-  and ``faceres`` (224, 1024-D, input ``x * 255``; HSE FaceRes). Euclidean distance; match thresholds are
+  and ``faceres`` / ``faceres-deep`` (224, 1024-D, input ``x * 255``; HSE FaceRes and its deeper variant,
+  which Human runs with the same code). Euclidean distance; match thresholds are
   the equal-error points on the bundled faces (``tools/human_reference/calibrate_thresholds.py``).
 * :class:`HumanClassifier`: ``gear`` heads (age bins / gender / race, crop box [0, .1, .9, .9]),
   ``gender`` (the net Human loads in ``ssrnet-gender.ts``; its model.json names oarriaga's
@@ -24,10 +26,11 @@ differentiably:
 * :class:`SsrNetAge`: the SSR-Net age regressor (64x64, input ``x * 255``): ``forward`` -> age [B] in years.
 * :class:`CenterNet`: MobileNetV3 CenterNet, a COCO object detector (80 :data:`COCO_LABELS`).
 
-Zoo names (:data:`facelab.models.MODELS`): ``blazeface``, ``blazeface_front``, ``mobilefacenet``, ``faceres``,
-``faceres_attributes`` (``head="gender"|"age"``), ``gear`` (``head="gender"|"age"|"race"``), ``ssrnet_age``,
-``human_gender``, ``emotion``, ``centernet``. Not ported (yet): ``mobileface``,
-``faceres-deep``, ``nanodet``, ``antispoof``, ``liveness`` and ``faceboxes`` of the same package.
+Zoo names (:data:`facelab.models.MODELS`): ``blazeface``, ``blazeface_front``, ``mobilefacenet``,
+``faceres``, ``faceres_attributes`` (``head="gender"|"age"``), ``faceres_deep``, ``faceres_deep_attributes``,
+``gear`` (``head="gender"|"age"|"race"``), ``ssrnet_age``, ``human_gender``, ``emotion``, ``centernet``.
+Not ported (yet): ``mobileface``, ``gender-ssrnet-imdb``, ``nanodet``, ``antispoof``, ``liveness`` and
+``faceboxes`` of the same package.
 """
 
 from __future__ import annotations
@@ -48,7 +51,8 @@ from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_we
 
 __all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "grayscale", "BlazeFace", "HumanEmbedder",
            "HumanClassifier", "SsrNetAge", "CenterNet", "ObjectDetections", "COCO_LABELS", "EMOTION_LABELS", "GRAY",
-           "blazeface", "blazeface_front", "mobilefacenet", "faceres", "faceres_attributes", "gear", "ssrnet_age", "human_gender",
+           "blazeface", "blazeface_front", "mobilefacenet", "faceres", "faceres_attributes", "faceres_deep",
+           "faceres_deep_attributes", "gear", "ssrnet_age", "human_gender",
            "emotion", "centernet"]
 
 PACKAGE = "human-models/models"
@@ -254,7 +258,8 @@ class HumanEmbedder(FaceEmbedder):
     def __init__(self, name: str, threshold: float, metric: str = "euclidean", graph: TfjsGraphModel | None = None) -> None:
         super().__init__()
         specs = {"mobilefacenet": (112, 1.0, ["embeddings"], True),
-                 "faceres": (224, 255.0, ["global_pooling/Mean"], False)}
+                 "faceres": (224, 255.0, ["global_pooling/Mean"], False),
+                 "faceres-deep": (224, 255.0, ["global_pooling/Mean"], False)}
         if name not in specs:
             raise ValueError(f"HumanEmbedder: unknown net {name!r}; choose from {list(specs)}")
         self.net_name = name
@@ -301,7 +306,7 @@ class HumanClassifier(FaceClassifier):
             self.labels, self.input_size, outputs = ["female", "male"], 64, None
         elif net == "emotion":
             self.labels, self.input_size, outputs = list(EMOTION_LABELS), 64, None
-        elif net == "faceres":
+        elif net in ("faceres", "faceres-deep"):
             head = head or "gender"
             if head == "gender":
                 self.labels, outputs, self.multilabel = ["male"], ["gender_pred/Sigmoid"], True
@@ -311,10 +316,9 @@ class HumanClassifier(FaceClassifier):
                 raise ValueError(f"faceres: unknown head {head!r}; choose 'gender' or 'age'")
             self.input_size = 224
         else:
-            raise ValueError(f"HumanClassifier: unknown net {net!r}; choose gear, gender, emotion or faceres")
+            raise ValueError(f"HumanClassifier: unknown net {net!r}; choose gear, gender, emotion, faceres or faceres-deep")
         self.head = head
-        graph_name = {"gear": "gear", "gender": "gender", "emotion": "emotion", "faceres": "faceres"}[net]
-        self.graph = load_human_graph(graph_name, outputs=outputs) if graph is None else graph
+        self.graph = load_human_graph(net, outputs=outputs) if graph is None else graph
 
     def preprocess(self, images: Tensor) -> Tensor:
         """Human's preprocessing of this net (gear.ts, ssrnet-gender.ts, emotion.ts, faceres.ts)."""
@@ -325,7 +329,7 @@ class HumanClassifier(FaceClassifier):
         x = tf_resize_bilinear(x, (s, s))
         if self.net_name in ("gender", "emotion"):
             return (grayscale(x) - 0.5) * 2.0
-        return x * 255.0  # faceres
+        return x * 255.0  # faceres, faceres-deep
 
     def probabilities(self, images: Tensor) -> Tensor:
         """The net's output [B,K]: softmax probabilities (or the sigmoid for faceres gender)."""
@@ -445,8 +449,9 @@ class CenterNet(nn.Module):
 #: match thresholds (Euclidean distance of the descriptors), equal-error points on the bundled faces
 #: (tools/human_reference/calibrate_thresholds.py). mobilefacenet with Human's preprocessing (the 0..1 crop)
 #: separates faces poorly: all its descriptors lie within ~0.03 of each other.
-MOBILEFACENET_THRESHOLD = 0.0113
-FACERES_THRESHOLD = 9.94
+MOBILEFACENET_THRESHOLD = 0.0118
+FACERES_THRESHOLD = 10.34
+FACERES_DEEP_THRESHOLD = 6.06
 
 
 def blazeface() -> BlazeFace:
@@ -467,6 +472,14 @@ def faceres() -> HumanEmbedder:
 
 def faceres_attributes(head: str = "gender") -> HumanClassifier:
     return HumanClassifier("faceres", head).eval()
+
+
+def faceres_deep() -> HumanEmbedder:
+    return HumanEmbedder("faceres-deep", FACERES_DEEP_THRESHOLD).eval()
+
+
+def faceres_deep_attributes(head: str = "gender") -> HumanClassifier:
+    return HumanClassifier("faceres-deep", head).eval()
 
 
 def gear(head: str = "gender") -> HumanClassifier:

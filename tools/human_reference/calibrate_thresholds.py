@@ -1,9 +1,9 @@
-"""Match thresholds of the Human embedders (mobilefacenet, faceres) on the bundled faces.
+"""Match thresholds of the Human embedders (mobilefacenet, faceres, faceres_deep) on the bundled faces.
 
-Faces: :func:`facelab.data.faces.all_faces` (34 faces, 32 identities: Barack Obama in 3 photos), each as its
-ArcFace-aligned 112x112 crop (stored landmarks). Genuine pairs: the 3 Obama pairs, and every face against
-its mirror image and against a 0.9x zoom of its crop (the same face seen slightly differently: 68 pairs);
-impostor pairs: all pairs of different identities. Prints the Euclidean distance ranges and the
+Faces: :func:`facelab.data.faces.all_faces` (when the thresholds were set: 40 faces, 37 identities, Barack
+Obama in 3 photos and Albert Einstein in 2), each as its ArcFace-aligned 112x112 crop (stored landmarks).
+Genuine pairs: the same-identity pairs, and every face against its mirror image and against a 0.9x zoom of
+its crop (the same face seen slightly differently); impostor pairs: all pairs of different identities. Prints the Euclidean distance ranges and the
 threshold: the midpoint between the largest genuine and the smallest impostor distance when they
 separate, else the distance that equalises false matches and false non-matches. A small set: the
 thresholds are a sane default, not an error-rate guarantee.
@@ -40,7 +40,7 @@ def zoom(x: torch.Tensor, s: float = 0.9) -> torch.Tensor:
 
 def main() -> None:
     ids, x = crops()
-    for name in ("mobilefacenet", "faceres"):
+    for name in ("mobilefacenet", "faceres", "faceres_deep"):
         m = models.load(name)
         with torch.no_grad():
             d, d_flip, d_zoom = m(x), m(torch.flip(x, dims=[3])), m(zoom(x))

@@ -15,7 +15,7 @@ const path = require('path');
 const crypto = require('crypto');
 const tf = require('@tensorflow/tfjs');
 
-const MODELS = ['blazeface-back', 'blazeface-front', 'mobilefacenet', 'faceres', 'gear', 'age', 'gender', 'emotion', 'centernet'];
+const MODELS = ['blazeface-back', 'blazeface-front', 'mobilefacenet', 'faceres', 'faceres-deep', 'gear', 'age', 'gender', 'emotion', 'centernet'];
 const BLAZE = { maxDetected: 100, iouThreshold: 0.1, minConfidence: 0.2, scale: 1.4 }; // Human's defaults, maxDetected 1 -> 100
 const CENTERNET = { maxDetected: 10, iouThreshold: 0.4, minConfidence: 0.2 }; // Human's object defaults
 const rgbWeights = [0.2989, 0.5870, 0.1140];
@@ -259,7 +259,7 @@ async function centernet(model, image255) {
   return { detections: results, raw_topk: raw, heatmap_top: order.map((i) => [i, r8(kp[i])]) };
 }
 
-const FACE_NETS = { mobilefacenet, faceres, gear, age: ssrnetAge, gender: ssrnetGender, emotion };
+const FACE_NETS = { mobilefacenet, faceres, 'faceres-deep': faceres, gear, age: ssrnetAge, gender: ssrnetGender, emotion };
 
 async function main() {
   const args = parseArgs(process.argv.slice(2));
