@@ -40,7 +40,9 @@ def _print_parameters(notebooks: list[Path]) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    from facelab.book.runner import ParameterError, run_chapter, validate
+    from facelab.book.runner import (
+        ParameterError, _absolute_if_path, chapter_config, check_out_dir, run_chapter, validate,
+    )
 
     try:
         notebooks = resolve(args.chapter, find_root(args.root) / "notebooks")
@@ -63,9 +65,10 @@ def main(args: argparse.Namespace) -> int:
             print(f"facelab run: error: parameter {name!r} given twice", file=sys.stderr)
             return 2
         overrides[name] = value
-    try:  # every chapter's parameters are checked before the first one runs
+    try:  # every chapter's parameters (types, ranges, detector names) and --out are checked before the first runs
         for nb in notebooks:
-            validate(nb, overrides)
+            out = check_out_dir(Path(args.out) / nb.stem)
+            chapter_config(nb, {k: _absolute_if_path(v) for k, v in validate(nb, overrides).items()}, out)
     except ParameterError as e:
         print(f"facelab run: error: {e}", file=sys.stderr)
         return 2
@@ -75,9 +78,13 @@ def main(args: argparse.Namespace) -> int:
         print(f"facelab run: {nb.name} -> {out}/", flush=True)
         try:
             run_chapter(nb, out, overrides, kernel=args.kernel)
+        except ParameterError as e:  # e.g. the run folder could not be created
+            print(f"facelab run: error: {e}", file=sys.stderr)
+            return 2
         except Exception as e:  # papermill's execution error names the failing cell
-            print(f"facelab run: {nb.name} failed ({type(e).__name__}); executed notebook kept in {out}/\n{e}",
-                  file=sys.stderr)
+            kept = (out / nb.name).is_file()
+            where = f"executed notebook kept in {out}/" if kept else "no executed notebook was written"
+            print(f"facelab run: {nb.name} failed ({type(e).__name__}); {where}\n{e}", file=sys.stderr)
             failed.append(nb.stem)
     if failed:
         print(f"facelab run: failed: {', '.join(failed)}", file=sys.stderr)

@@ -17,7 +17,10 @@ parameters are given (and warns about every name it dropped).
 from __future__ import annotations
 
 import ast
+import dataclasses
+import importlib
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +30,8 @@ import yaml
 
 from facelab.io import atomic_write
 
-__all__ = ["ParameterError", "Parameter", "declared_parameters", "parse_parameters", "validate", "run_chapter", "RESERVED"]
+__all__ = ["ParameterError", "Parameter", "declared_parameters", "parse_parameters", "validate", "chapter_config",
+           "check_out_dir", "run_chapter", "RESERVED"]
 
 #: parameters the runner sets itself (``--out`` decides where a chapter writes).
 RESERVED = ("out_dir",)
@@ -179,6 +183,92 @@ def validate(notebook: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
     return parsed
 
 
+def detector_names() -> list[str]:
+    """Zoo names whose builder returns a :class:`~facelab.models.base.FaceDetector` (read from the builders'
+    return annotations: no weights are loaded)."""
+    import inspect
+
+    from facelab.models import MODELS
+    from facelab.models.base import FaceDetector
+
+    out = []
+    for name, target in MODELS.items():
+        module_name, fn_name = target.split(":")
+        module = importlib.import_module(module_name)
+        ret = inspect.signature(getattr(module, fn_name)).return_annotation
+        ret = getattr(module, ret, None) if isinstance(ret, str) else ret
+        if isinstance(ret, type) and issubclass(ret, FaceDetector):
+            out.append(name)
+    return out
+
+
+def _check_model_names(cfg: Any, where: str) -> None:
+    """A chapter's detector parameters (``victim``, ``other_detectors``, ``black_box``) name detectors that
+    exist: a zoo detector, ``module:callable``, or for ``victim`` a trained arch with ``victim_checkpoint``."""
+    fields = {f.name for f in dataclasses.fields(cfg)}
+    wanted = [n for n in ("victim", "other_detectors", "black_box") if n in fields]
+    if not wanted:
+        return
+    zoo = detector_names()
+    from facelab.models.detection import ARCHS
+
+    for field in wanted:
+        value = getattr(cfg, field)
+        for name in ([value] if isinstance(value, str) else list(value or ())):
+            if not isinstance(name, str) or name in zoo or ":" in name:
+                continue
+            if field == "victim" and name in (*ARCHS, "trained") and getattr(cfg, "victim_checkpoint", None):
+                continue
+            hint = (f"; a trained {name!r} detector needs -p victim_checkpoint runs/NAME/model.pt"
+                    if field == "victim" and name in (*ARCHS, "trained") else "")
+            raise ParameterError(f"{where}: parameter {field!r}: {name!r} is not a face detector; choose from "
+                                 f"{', '.join(zoo)}, or give 'module:callable'{hint}")
+
+
+def chapter_config(notebook: str | Path, params: dict[str, Any], out_dir: str | Path | None = None) -> Any:
+    """The chapter's ``Config`` built from its defaults plus ``params`` (from :func:`validate`), ``out_dir`` from
+    ``--out``: its ``__post_init__`` checks the ranges (``epochs >= 0``, ``0 < delta <= 1``, ...) and the
+    detector names are checked against the zoo, all before a kernel starts or a folder is written. Raises
+    :class:`ParameterError` naming the parameter; None for a notebook that is not a registered chapter."""
+    from facelab.experiments import CHAPTERS
+
+    notebook = Path(notebook)
+    module = CHAPTERS.get(notebook.stem)
+    if module is None:
+        return None
+    config_class = importlib.import_module(module).Config
+    fields = {f.name: f for f in dataclasses.fields(config_class)}
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        f = fields.get(name)
+        if f is None:
+            raise ParameterError(f"{notebook.name}: parameter {name!r} is not a field of {config_class.__name__}")
+        default = f.default if f.default is not dataclasses.MISSING else None
+        values[name] = tuple(value) if isinstance(default, tuple) and isinstance(value, list) else value
+    if out_dir is not None and "out_dir" in fields:
+        values["out_dir"] = str(out_dir)
+    try:
+        cfg = config_class(**values)
+    except (ValueError, TypeError) as e:
+        raise ParameterError(f"{notebook.name}: {e}") from None
+    _check_model_names(cfg, notebook.name)
+    return cfg
+
+
+def check_out_dir(out_dir: str | Path) -> Path:
+    """``out_dir`` (absolute) after checking that it is, or can become, a writable folder; raises
+    :class:`ParameterError` naming ``--out`` otherwise. Writes nothing."""
+    out_dir = Path(out_dir).resolve()
+    probe = out_dir
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise ParameterError(f"--out {out_dir}: {probe} is a file, not a folder; give a folder for the run")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise ParameterError(f"--out {out_dir}: {probe} is not writable; give a folder you can write to")
+    return out_dir
+
+
 def _absolute_if_path(value: Any) -> Any:
     """A relative path that exists from the caller's folder, made absolute (the kernel runs in notebooks/)."""
     if isinstance(value, str) and value and not Path(value).is_absolute() and Path(value).exists():
@@ -217,16 +307,22 @@ def run_chapter(notebook: str | Path, out_dir: str | Path, overrides: dict[str, 
 
     The run folder receives the executed notebook, ``parameters.json`` (what was overridden, plus the
     runner's record) and whatever the notebook writes there (its ``results.json`` card). Raises
-    :class:`ParameterError` before anything is written; papermill's ``PapermillExecutionError`` when a
+    :class:`ParameterError` before anything is written (a bad name, type or range, an unknown detector, an
+    ``out_dir`` that is a file or not writable); papermill's ``PapermillExecutionError`` when a
     cell fails (the executed notebook, with the error, is still saved for inspection).
     """
     notebook = Path(notebook).resolve()
     params = validate(notebook, overrides)
-    out_dir = Path(out_dir).resolve()  # papermill runs in notebooks/: a relative path would land there
+    out_dir = check_out_dir(out_dir)  # absolute: papermill runs in notebooks/, a relative path would land there
     params = {k: _absolute_if_path(v) for k, v in params.items()}
+    chapter_config(notebook, params, out_dir)  # the chapter's own range checks, before any kernel starts
     if "out_dir" in declared_parameters(notebook):
         params["out_dir"] = str(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ParameterError(f"--out {out_dir}: cannot create the run folder ({e.strerror or e}); give a folder "
+                             "you can write to") from None
     out_nb = out_dir / notebook.name
     record = {"notebook": notebook.name, "kernel": kernel, "overrides": params,
               "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}

@@ -38,8 +38,8 @@ def scan_identity_folders(root: str | os.PathLike) -> dict[str, list[Path]]:
             raise DatasetFormatError(person, None, "expected only person folders '<Person Name>/' under the root")
         files = []
         for f in person.iterdir():
-            if not (f.is_file() and f.suffix.lower() in _EXTS and f.stem.isdigit()):
-                raise DatasetFormatError(f, None, "expected an image file '<n>.jpg' (integer n) in a person folder")
+            if not (f.is_file() and f.suffix.lower() in _EXTS and f.stem.isascii() and f.stem.isdigit()):
+                raise DatasetFormatError(f, None, "expected an image file '<n>.jpg' (n in ASCII digits 0-9) in a person folder; rename or remove it")
             files.append(f)
         if not files:
             raise DatasetFormatError(person, None, "person folder holds no images")

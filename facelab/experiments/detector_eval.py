@@ -60,9 +60,19 @@ def evaluate_detector(model: nn.Module, data_root: str | os.PathLike, gt_dir: st
     from facelab.metrics.detection import wider_detection_metrics
     from facelab.metrics.widerface import evaluate
 
+    from facelab.data.wider import WiderFace
+
     out_dir = Path(out_dir)
-    preds = predict_wider(model, data_root, out_dir / "predictions", device=device, limit=limit)
+    if not 0 <= delta <= 1:  # NaN too
+        raise ValueError(f"--delta {delta}: must lie in [0, 1] (a face score threshold)")
+    if limit is not None and limit < 1:
+        raise ValueError(f"--limit must be >= 1, got {limit}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"--out {out_dir}: exists and is not a folder; give a folder")
+    # every input is read and checked before the first image is detected or a file written
     gt = load_wider_gt(gt_dir)
+    WiderFace(data_root, "val")
+    preds = predict_wider(model, data_root, out_dir / "predictions", device=device, limit=limit)
     result = {"ap": evaluate(preds, gt, missing="empty" if limit else "error")["ap"],
               "pr_at_delta": wider_detection_metrics(preds, gt, delta=delta)}
     write_json(out_dir / "metrics.json", result)
@@ -82,17 +92,26 @@ def configure(p: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """``facelab eval-detector``: AP (easy/medium/hard/all) and P/R@delta of a trained checkpoint."""
+    from facelab import models
     from facelab.io import default_device
-    from facelab.models.detection.train import load_trained
 
     device = default_device(args.device)
-    model = load_trained(args.checkpoint, device)
+    if not Path(args.gt_dir).is_dir():  # before the checkpoint is read
+        raise ValueError(f"--gt-dir {args.gt_dir}: no such folder (wider_face_val.mat and wider_*_val.mat)")
+    if not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root}: no such folder (the WIDER FACE root)")
+    # an unreadable checkpoint: ValueError naming the file, without PyTorch's unsafe weights_only advice
+    try:
+        model = models.load("trained", device, checkpoint=args.checkpoint)
+    except KeyError:  # readable, but a bare state dict: no model_config to rebuild the detector from
+        raise ValueError(f"{args.checkpoint}: not a facelab train-detector checkpoint (no 'model_config'); give the "
+                         "model.pt or last.pt that facelab train-detector wrote") from None
     res = evaluate_detector(model, args.data_root, args.gt_dir, args.out, args.delta, device, args.limit)
     print(res["ap"])
     return 0
 
 
 if __name__ == "__main__":
-    _p = argparse.ArgumentParser(prog="python -m facelab.experiments.detector_eval", description=__doc__.split("\n")[0])
-    configure(_p)
-    sys.exit(main(_p.parse_args()))
+    from facelab.cli import main as _cli_main  # one error policy: the facelab command's
+
+    sys.exit(_cli_main(["eval-detector", *sys.argv[1:]]))

@@ -13,10 +13,17 @@ One process (CPU or one GPU)::
         --method patch_iou --epochs 100 --device cuda --out runs/patch_sln
 
 Several GPUs: ``torchrun --standalone --nproc_per_node 4 -m facelab train-patch ...`` (``--batch-size``
-is per process; gloo on CPU, NCCL on CUDA). Only rank 0 writes. After every epoch ``<out>/patch.pt``
-(a [3,128,128] tensor in [0,1], ``torch.load(..., weights_only=True)``), ``<out>/patch.png``,
-``<out>/optimizer.pt`` (Adam state) and ``<out>/state.json`` (epoch, settings, per-epoch loss) are
-replaced atomically; rerunning the same command resumes from them.
+is per process; gloo on CPU, NCCL on CUDA). Only rank 0 writes.
+
+Run state: after every epoch the whole state (patch, Adam state, the attack's generator, epoch, settings,
+per-epoch loss) is committed in **one** atomic step, ``<out>/state.pt`` (one ``os.replace``); only then are
+the exports ``<out>/patch.pt`` (a [3,128,128] tensor in [0,1], ``torch.load(..., weights_only=True)``),
+``<out>/patch.png`` and ``<out>/state.json`` (epoch, settings, per-epoch loss) rewritten from it. A crash
+at any point leaves either the previous or the new ``state.pt``; rerunning the same command resumes from
+it (rewriting the exports first), which gives the bit-identical final patch of an uninterrupted run. A
+``state.pt`` that is unreadable or inconsistent, or a folder holding a ``state.json`` but no ``state.pt``
+(an older facelab's four separate files, which a crash could leave mutually inconsistent), is refused with
+a message naming the file. Temporary files of an interrupted write (``.state.pt.XXXX``) are removed.
 """
 
 from __future__ import annotations
@@ -24,7 +31,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from pathlib import Path
 
 import torch
@@ -129,37 +135,110 @@ def _initial_patch(name: str, data: _WiderTrain, size: int, seed: int) -> Tensor
 
 # -- helpers --------------------------------------------------------------------------------------
 
-def _write_epoch(out: Path, patch: Tensor, optimizer: torch.optim.Optimizer, state: dict) -> None:
-    """Replace patch.png, optimizer.pt, patch.pt, then state.json (the epoch marker), each atomically."""
+#: files of a run folder: the state (the commit point), then its exports
+STATE_FILE = "state.pt"
+EXPORTS = ("patch.pt", "patch.png", "state.json")
+
+
+def remove_stale_temps(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`facelab.io.atomic_write` of ``names`` left in ``out``."""
+    gone = []
+    for name in names:
+        for tmp in out.glob(f".{name}.*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+    return gone
+
+
+def _write_epoch(out: Path, patch: Tensor, optimizer: torch.optim.Optimizer, state: dict,
+                 generator: torch.Generator | None = None) -> None:
+    """Commit the run state in one atomic step (``state.pt``), then rewrite the exports from it."""
+    from facelab.io import atomic_write
+
+    p = patch.detach().cpu().clone()
+    blob = {"format": 1, "state": json.dumps(state), "patch": p, "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state() if generator is not None else None}
+    with atomic_write(out / STATE_FILE, "wb") as f:
+        torch.save(blob, f)
+    _export(out, p, state)
+
+
+def _export(out: Path, patch: Tensor, state: dict) -> None:
+    """patch.pt, patch.png and state.json, derived from the committed state (each replaced atomically)."""
     from facelab.data.images import save_image
     from facelab.io import atomic_write, write_json
 
-    p = patch.detach().cpu().clone()
-    save_image(out / "patch.png", p)
-    with atomic_write(out / "optimizer.pt", "wb") as f:
-        torch.save(optimizer.state_dict(), f)
     with atomic_write(out / "patch.pt", "wb") as f:
-        torch.save(p, f)
+        torch.save(patch, f)
+    save_image(out / "patch.png", patch)
     write_json(out / "state.json", state)
 
 
 def _resume(out: Path, settings: dict) -> dict | None:
-    sf, pf = out / "state.json", out / "patch.pt"
+    """The committed state of ``out`` (None for a fresh folder), verified: ``{"state", "patch", "optimizer",
+    "generator"}``. Raises ValueError naming the file and the fix for anything inconsistent."""
+    sf = out / STATE_FILE
     if not sf.is_file():
+        if any((out / n).exists() for n in ("state.json", "optimizer.pt")):
+            raise ValueError(f"{out / 'state.json'}: a train-patch folder without {STATE_FILE} (written by an older "
+                             "facelab as separate files, which cannot be verified as one consistent state); "
+                             "use another --out or delete the folder to start again")
         return None
+    fix = "delete it to start again, or use another --out"
     try:
-        state = json.loads(sf.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ValueError(f"{sf}: cannot read the state to resume from ({e}); delete it or use another --out") from e
-    if not isinstance(state, dict) or "epoch" not in state or not pf.is_file():
-        raise ValueError(f"{sf}: not a train-patch state (needs 'epoch' and {pf.name} beside it); "
-                         "delete it or use another --out")
-    diff = {k: (state.get("settings", {}).get(k), v) for k, v in settings.items()
-            if k in _RESUME_KEYS and state.get("settings", {}).get(k) != v}
+        blob = torch.load(sf, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - truncated / foreign file: name it
+        raise ValueError(f"{sf}: not a readable train-patch state ({type(e).__name__}); {fix}") from None
+    try:
+        state = json.loads(blob["state"])
+        patch, optimizer = blob["patch"], blob["optimizer"]
+        epoch, history = int(state["epoch"]), list(state["history"])
+        ok = (blob.get("format") == 1 and isinstance(patch, Tensor) and patch.dim() == 3 and patch.shape[0] == 3
+              and bool(torch.isfinite(patch).all()) and isinstance(optimizer, dict) and "state" in optimizer
+              and [h["epoch"] for h in history] == list(range(1, epoch + 1)))
+    except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{sf}: an inconsistent train-patch state (needs format 1, a [3,S,S] finite patch, the "
+                         f"Adam state and one history entry per epoch); {fix}")
+    have = state.get("settings", {})
+    diff = {k: (have.get(k), v) for k, v in settings.items() if k in _RESUME_KEYS and have.get(k) != v}
     if diff:
         raise ValueError(f"{sf}: written for other settings ({', '.join(f'{k}: {a!r} there, {b!r} now' for k, (a, b) in diff.items())}); "
                          "use another --out")
-    return state
+    if patch.shape[1:] != (settings["patch_size"], settings["patch_size"]):
+        raise ValueError(f"{sf}: holds a {tuple(patch.shape)} patch, not {settings['patch_size']}x"
+                         f"{settings['patch_size']}; {fix}")
+    return {"state": state, "patch": patch, "optimizer": optimizer, "generator": blob.get("generator")}
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    """Everything checkable before a file is read or a model loaded (ValueError naming the option)."""
+    from facelab.experiments.universal_patches import Config
+
+    Config(delta=args.delta, score_margin_threshold=args.score_margin_threshold, epochs=args.epochs)  # validates
+    if not args.score_margin_threshold < args.delta:
+        raise ValueError(f"--score-margin-threshold {args.score_margin_threshold} must be below --delta {args.delta}")
+    for opt, value, lo in (("--batch-size", args.batch_size, 1), ("--patch-size", args.patch_size, 1),
+                           ("--max-side", args.max_side, 8), ("--workers", args.workers, 0)):
+        if value < lo:
+            raise ValueError(f"{opt} must be >= {lo}, got {value}")
+    if args.max_images is not None and args.max_images < 1:
+        raise ValueError(f"--max-images must be >= 1, got {args.max_images}")
+    for opt, value in (("--lr", args.lr), ("--alpha", args.alpha)):
+        if not (value > 0 and value < float("inf")):
+            raise ValueError(f"{opt} must be a positive finite number, got {value}")
+    if not 0 <= args.iou_threshold < 1:
+        raise ValueError(f"--iou-threshold must lie in [0, 1), got {args.iou_threshold}")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder; give a folder")
+    if not Path(args.data_root).is_dir():
+        raise ValueError(f"--data-root {args.data_root}: no such folder (the WIDER FACE root with "
+                         "wider_face_split/ and WIDER_train/)")
+    if args.victim_checkpoint is not None and not Path(args.victim_checkpoint).is_file():
+        raise ValueError(f"--victim-checkpoint {args.victim_checkpoint}: no such file")
 
 
 # -- the entry point ------------------------------------------------------------------------------
@@ -171,13 +250,7 @@ def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> di
 
     from facelab import distributed, models
     from facelab.attacks import UniversalPatchAttack, state_fingerprint
-    from facelab.experiments.universal_patches import Config
-
-    Config(delta=args.delta, score_margin_threshold=args.score_margin_threshold, epochs=args.epochs)  # validates
-    if not args.score_margin_threshold < args.delta:
-        raise ValueError(f"--score-margin-threshold {args.score_margin_threshold} must be below --delta {args.delta}")
-    if args.batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {args.batch_size}")
+    _check_args(args)
     rank, world, device, ours = distributed.setup(args.device)
     try:
         torch.manual_seed(args.seed)
@@ -194,14 +267,20 @@ def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> di
                     "score_margin_threshold": args.score_margin_threshold, "iou_threshold": args.iou_threshold,
                     "max_side": args.max_side, "max_images": args.max_images, "seed": args.seed,
                     "data_root": str(args.data_root), "world_size": world, "images": len(data)}
-        state = _resume(out, settings)
-        init = torch.load(out / "patch.pt", map_location="cpu", weights_only=True) if state else \
-            _initial_patch(args.init, data, args.patch_size, args.seed)
+        if rank == 0 and out.is_dir():
+            remove_stale_temps(out, (STATE_FILE, *EXPORTS, "optimizer.pt"))
+        committed = _resume(out, settings)
+        state = committed["state"] if committed else None
+        init = committed["patch"] if committed else _initial_patch(args.init, data, args.patch_size, args.seed)
         atk = UniversalPatchAttack(det, args.method, alpha=args.alpha, location=args.location,
                                    score_threshold=args.score_margin_threshold, iou_threshold=args.iou_threshold,
                                    size=args.patch_size, init=init, lr=args.lr, seed=args.seed, device=device)
-        if state and (out / "optimizer.pt").is_file():
-            atk.optimizer.load_state_dict(torch.load(out / "optimizer.pt", map_location=device, weights_only=True))
+        if committed:
+            atk.optimizer.load_state_dict(committed["optimizer"])
+            if committed["generator"] is not None:
+                atk.generator.set_state(committed["generator"])
+            if rank == 0:  # a crash between the commit and the exports: bring them up to date
+                _export(out, atk.patch.detach().cpu().clone(), state)
         start = int(state["epoch"]) if state else 0
         history = list(state.get("history", [])) if state else []
         if world > 1:  # every process starts from rank 0's patch
@@ -216,7 +295,7 @@ def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> di
             bar = tqdm(total=args.epochs, initial=min(start, args.epochs), desc=f"train-patch {args.method}")
         state = {"epoch": start, "epochs": args.epochs, "settings": settings, "history": history}
         if start == 0 and rank == 0:  # epoch 0: the initial patch (a resumable starting point)
-            _write_epoch(out, atk.patch, atk.optimizer, state)
+            _write_epoch(out, atk.patch, atk.optimizer, state, atk.generator)
         for epoch in range(start + 1, args.epochs + 1):
             sampler.set_epoch(epoch)
             steps_before = len(atk.history)
@@ -231,7 +310,7 @@ def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> di
                             "n_adversarial": int(n), "mean_score": score_sum / max(n, 1)})
             state = {"epoch": epoch, "epochs": args.epochs, "settings": settings, "history": history}
             if rank == 0:
-                _write_epoch(out, atk.patch, atk.optimizer, state)
+                _write_epoch(out, atk.patch, atk.optimizer, state, atk.generator)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{history[-1]['loss']:.3f}", n=int(n))
@@ -243,11 +322,9 @@ def train_patch(args: argparse.Namespace, victim: nn.Module | None = None) -> di
 
 
 def main(args: argparse.Namespace) -> int:
-    try:
-        state = train_patch(args)
-    except ValueError as e:  # bad arguments / data / resume state: a clear message, exit code 2
-        print(f"facelab train-patch: error: {e}", file=sys.stderr)
-        return 2
+    # bad arguments / data / resume state raise ValueError naming the option or file: facelab.cli prints one
+    # line and exits 2 (the traceback with --debug)
+    state = train_patch(args)
     if int(os.environ.get("RANK", "0")) == 0:
         h = state["history"][-1] if state["history"] else {}
         print(f"epoch {state['epoch']}/{state['epochs']}"

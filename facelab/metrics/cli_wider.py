@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import math
 import time
+from pathlib import Path
 
 __all__ = ["configure", "main"]
 
@@ -24,9 +25,18 @@ def _nan_to_none(xs) -> list:
 
 
 def main(args: argparse.Namespace) -> int:
+    """Errors (a bad option, a missing or malformed file, naming it and its line) raise ValueError /
+    OSError, which :mod:`facelab.cli` prints as one line with exit code 2."""
     from facelab.io import write_json
     from facelab.metrics.widerface import evaluate
 
+    if not 0 < args.iou < 1:  # NaN too
+        raise ValueError(f"--iou {args.iou}: must lie in (0, 1); the official threshold is 0.5")
+    for opt, folder in (("--pred", args.pred), ("--gt", args.gt)):
+        if not Path(folder).is_dir():
+            raise ValueError(f"{opt} {folder}: no such folder")
+    if args.json and Path(args.json).is_dir():
+        raise ValueError(f"--json {args.json}: is a folder; give a file name")
     t0 = time.perf_counter()
     res = evaluate(args.pred, args.gt, iou_thresh=args.iou, missing=args.missing)
     dt = time.perf_counter() - t0

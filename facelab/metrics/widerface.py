@@ -45,7 +45,11 @@ def read_pred_file(path: str | os.PathLike) -> tuple[str, np.ndarray]:
     ``ValueError("<file>:<line>: ...")``.
     """
     path = Path(path)
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not a text prediction file (byte {e.start} is not UTF-8); the official format "
+                         "is text: image name, number of boxes, then 'x y w h score' lines") from None
     while lines and not lines[-1].strip():
         lines.pop()
     if not lines or not lines[0].strip():
@@ -75,6 +79,9 @@ def read_pred_file(path: str | os.PathLike) -> tuple[str, np.ndarray]:
             raise ValueError(f"{path}:{lineno}: not a number in {line.strip()!r}") from None
         if not np.all(np.isfinite(out[k])):
             raise ValueError(f"{path}:{lineno}: non-finite value in {line.strip()!r}")
+        if out[k, 2] < 0 or out[k, 3] < 0:
+            raise ValueError(f"{path}:{lineno}: negative box width/height in {line.strip()!r} (columns 3 and 4 are "
+                             "w h, not x2 y2)")
     return name, out
 
 
@@ -166,6 +173,8 @@ def evaluate(predictions: Predictions | str | os.PathLike, gt: dict[str, WiderMa
             raise ValueError(f"settings: unknown setting {s!r}; choose from {SETTINGS}")
     if missing not in ("error", "empty"):
         raise ValueError(f"missing must be 'error' or 'empty', got {missing!r}")
+    if not 0 < iou_thresh < 1:  # also NaN; IoU >= 1 matches nothing (every AP 0)
+        raise ValueError(f"iou_thresh must lie in (0, 1), got {iou_thresh} (the official threshold is 0.5)")
     if not isinstance(predictions, dict):
         predictions = read_predictions(predictions)
     if not isinstance(gt, dict):

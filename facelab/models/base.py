@@ -81,7 +81,8 @@ def check_images(images: Tensor, name: str = "images") -> Tensor:
     """Validate a batch [B,3,H,W] of float RGB images in [0,1]; return it unchanged.
 
     Errors name the problem: wrong rank, grayscale (1 channel) or RGBA (4 channels), integer dtype
-    (convert with ``/255``), values outside [0,1], zero-sized images.
+    (convert with ``/255``), NaN pixels (with the index of the first), values outside [0,1] (inf included),
+    zero-sized images. The range and NaN checks share one ``aminmax`` pass (NaN propagates into it).
     """
     if not isinstance(images, Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor [B,3,H,W] RGB in [0,1], got {type(images).__name__}")
@@ -99,7 +100,11 @@ def check_images(images: Tensor, name: str = "images") -> Tensor:
     if not images.is_floating_point():
         raise TypeError(f"{name}: expected a float tensor in [0,1], got {images.dtype} (divide uint8 images by 255)")
     with torch.no_grad():
-        lo, hi = (float(v) for v in torch.aminmax(images))
+        lo, hi = (float(v) for v in torch.aminmax(images))  # NaN propagates into both: no second pass
+    if lo != lo or hi != hi:
+        bad = torch.isnan(images).nonzero()[0].tolist()  # only on the error path
+        raise ValueError(f"{name}: NaN pixel at index {tuple(bad)} ({int(torch.isnan(images).sum())} NaN values); "
+                         "images must be finite RGB in [0,1] (check the decoding or the preprocessing)")
     if lo < -1e-6 or hi > 1 + 1e-6:
         raise ValueError(f"{name}: values must lie in [0,1], got range [{lo:.4g}, {hi:.4g}]")
     return images

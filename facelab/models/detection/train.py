@@ -149,7 +149,9 @@ def _model_config(cfg: TrainConfig) -> dict:
 
 def load_trained(path: str | os.PathLike, device: str | torch.device = "cpu") -> nn.Module:
     """A detector rebuilt from a ``last.pt``/``model.pt`` checkpoint of :func:`train_detector`, in eval mode."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
+    from facelab.models import _read_checkpoint
+
+    ck = _read_checkpoint(str(path))  # ValueError naming the file, without PyTorch's unsafe weights_only advice
     if not isinstance(ck, dict) or "model" not in ck or "model_config" not in ck:
         raise ValueError(f"{path}: not a facelab detector checkpoint (needs 'model' and 'model_config')")
     mc = ck["model_config"]
@@ -168,9 +170,9 @@ def _resume_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
         return None
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path
-        raise ValueError(f"{path}: cannot read the checkpoint to resume from ({type(e).__name__}: {e}); "
-                         "delete it or use another --out") from e
+    except Exception as e:  # noqa: BLE001 - any unreadable file is reported with its path (no unsafe advice)
+        raise ValueError(f"{path}: cannot read the checkpoint to resume from ({type(e).__name__}); "
+                         "delete it or use another --out") from None
     need = ("model", "optimizer", "scaler", "epoch", "global_step", "history", "model_config")
     if not isinstance(ck, dict) or any(k not in ck for k in need):
         have = sorted(ck) if isinstance(ck, dict) else type(ck).__name__
@@ -185,6 +187,40 @@ def _resume_checkpoint(path: Path, cfg: TrainConfig) -> dict | None:
                          f"not for the requested model ({diff}); use another --out or the checkpoint's "
                          f"--arch/--backbone")
     return ck
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """Ranges of the options, checked before anything is read or written (ValueError naming the option)."""
+    for opt, value, lo in (("--epochs", cfg.epochs, 0), ("--batch-size", cfg.batch_size, 1), ("--crop", cfg.crop, 8),
+                           ("--warmup-iters", cfg.warmup_iters, 0), ("--workers", cfg.workers, 0)):
+        if value < lo:
+            raise ValueError(f"{opt} must be >= {lo}, got {value}")
+    if not (cfg.lr > 0 and cfg.lr < float("inf")):
+        raise ValueError(f"--lr must be a positive finite number, got {cfg.lr}")
+    if cfg.max_steps_per_epoch is not None and cfg.max_steps_per_epoch < 1:
+        raise ValueError(f"--max-steps-per-epoch must be >= 1, got {cfg.max_steps_per_epoch}")
+    if cfg.backbone_weights is not None and not Path(cfg.backbone_weights).is_file():
+        raise ValueError(f"--backbone-weights {cfg.backbone_weights}: no such file")
+
+
+def remove_stale_temps(out: Path, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files an interrupted :func:`facelab.io.atomic_write` of ``names`` left in ``out``
+    (``.last.pt.XXXX``: a kill during the checkpoint write)."""
+    gone = []
+    for name in names:
+        for tmp in out.glob(f".{name}.*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+    return gone
+
+
+def _epoch_of(line: str) -> float:
+    """The epoch of a metrics.jsonl line; a line cut by a crash mid-append counts as not written (inf)."""
+    try:
+        return float(json.loads(line)["epoch"])
+    except (ValueError, KeyError, TypeError):
+        return float("inf")
 
 
 def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
@@ -205,14 +241,19 @@ def train_detector(cfg: TrainConfig, dataset: Dataset | None = None,
 def _train(cfg: TrainConfig, dataset: Dataset | None, on_epoch_end: Callable[[int, dict], None] | None,
            rank: int, world: int, device: torch.device) -> tuple[nn.Module, list[dict]]:
     out = Path(cfg.out_dir)
-    if rank == 0:
-        out.mkdir(parents=True, exist_ok=True)
+    check_config(cfg)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {out}: exists and is not a folder; give a folder")
     # a checkpoint of another model fails here, before the data is read or the model built
     resume = _resume_checkpoint(out / "last.pt", cfg)
     base = dataset if dataset is not None else WiderFace(cfg.data_root, cfg.split)
     data = AugmentedDetectionSet(base, cfg.crop, cfg.flip, cfg.jitter, cfg.seed)
     if len(data) < cfg.batch_size * world:
-        raise ValueError(f"dataset has {len(data)} images, fewer than batch_size·world = {cfg.batch_size * world}")
+        raise ValueError(f"dataset has {len(data)} images, fewer than batch_size·world = {cfg.batch_size * world}; "
+                         "lower --batch-size")
+    if rank == 0:  # only now, with the data and the resume state checked, is --out created
+        out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(out, ("last.pt", "model.pt", "metrics.jsonl", "train_config.json"))
 
     torch.manual_seed(cfg.seed)
     model = build_detector(cfg.arch, cfg.backbone, backbone_weights=cfg.backbone_weights, **cfg.model_kwargs)
@@ -231,7 +272,7 @@ def _train(cfg: TrainConfig, dataset: Dataset | None, on_epoch_end: Callable[[in
         start_epoch, global_step, history = ck["epoch"] + 1, ck["global_step"], ck["history"]
     log_path = out / "metrics.jsonl"
     if rank == 0 and log_path.exists():  # drop log lines of epochs that will be redone
-        keep = [ln for ln in log_path.read_text().splitlines() if ln and json.loads(ln)["epoch"] < start_epoch]
+        keep = [ln for ln in log_path.read_text().splitlines() if _epoch_of(ln) < start_epoch]
         with atomic_write(log_path) as f:
             f.write("".join(ln + "\n" for ln in keep))
 
