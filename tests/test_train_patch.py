@@ -68,6 +68,10 @@ def test_cli_trains_writes_and_resumes(setup):
     assert load_image(out / "patch.png").shape == (3, 128, 128)
     s1 = _state(out)
     assert s1["epoch"] == 1 and [h["epoch"] for h in s1["history"]] == [1]
+    # the run state is one file (state.pt, the commit point); patch.pt/png and state.json are its exports
+    committed = torch.load(out / "state.pt", map_location="cpu", weights_only=True)
+    assert json.loads(committed["state"]) == s1 and torch.equal(committed["patch"], patch)
+    assert committed["optimizer"]["state"] and not (out / "optimizer.pt").exists()
     assert s1["history"][0]["steps"] == 2 and s1["history"][0]["n_adversarial"] > 0
     # the victim is unchanged: its fingerprint before/after training (checked by the command) equals
     # that of the checkpoint loaded afresh here, and the checkpoint file is untouched
