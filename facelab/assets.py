@@ -28,7 +28,7 @@ from pathlib import Path
 
 from facelab.io import atomic_write
 
-__all__ = ["AssetError", "Asset", "REGISTRY", "home", "path", "fetch", "verify", "names"]
+__all__ = ["AssetError", "Asset", "REGISTRY", "home", "path", "fetch", "verify", "verify_hint", "names"]
 
 
 class AssetError(RuntimeError):
@@ -351,6 +351,24 @@ def verify(selected: list[str] | None = None) -> dict[str, str]:
         else:
             report[n] = "ok" if sha256_of(file) == a.sha256 else "MISMATCH"
     return report
+
+
+def verify_hint(report: dict[str, str]) -> str:
+    """How to fix what :func:`verify` reported (empty when every asset is ok): fetch the missing ones, fetch the
+    mismatching ones again with ``--force``, or place the files by hand (offline)."""
+    missing = [n for n, s in report.items() if s == "missing"]
+    bad = [n for n, s in report.items() if s not in ("ok", "missing")]
+    steps = []
+    if missing:
+        steps.append(f"run `facelab assets fetch {' '.join(missing)}`")
+    if bad:
+        steps.append(f"run `facelab assets fetch --force {' '.join(bad)}` (a file that does not match its sha256 "
+                     "is never loaded)")
+    if not steps:
+        return ""
+    first = REGISTRY[(missing + bad)[0]]
+    return (f"fix: {' and '.join(steps)}; offline, place each file by hand, e.g. {first.name}: {first.by_hand()} "
+            "(README, 'Offline')")
 
 
 def open_bytes(name: str) -> io.BytesIO:

@@ -214,6 +214,23 @@ def test_corpus_assets_verify_unknown(capsys):
     _cli_fails(capsys, ["assets", "verify", "no_such_asset"], "no_such_asset")
 
 
+def test_assets_verify_hint_says_how_to_fix(tmp_path, monkeypatch):
+    """Defect 8: assets verify gave no fix hint. verify_hint names the command (and the offline way) for each
+    missing or mismatching asset."""
+    from facelab import assets
+
+    monkeypatch.setenv("FACELAB_HOME", str(tmp_path))
+    name = "mtcnn/pnet.pt"
+    (tmp_path / "assets" / "mtcnn").mkdir(parents=True)
+    (tmp_path / "assets" / name).write_bytes(b"not the weights")
+    report = assets.verify([name, "mtcnn/rnet.pt"])
+    assert report == {name: "MISMATCH", "mtcnn/rnet.pt": "missing"}
+    hint = assets.verify_hint(report)
+    assert "`facelab assets fetch mtcnn/rnet.pt`" in hint and f"`facelab assets fetch --force {name}`" in hint
+    assert "pip download" in hint and str(tmp_path / "assets" / "mtcnn/rnet.pt") in hint
+    assert assets.verify_hint({name: "ok"}) == ""
+
+
 # ------------------------------------------------------------------------- notebook parameters
 
 @pytest.mark.parametrize("params,culprit", [
