@@ -306,7 +306,10 @@ class TfjsGraphModel(nn.Module):
         return base, int(idx) if idx else 0
 
     def _data_inputs(self, node: Mapping) -> list[tuple[str, int]]:
-        return [self._src(i) for i in node.get("input", []) if not i.startswith("^")]
+        refs = node.get("_inputs")
+        if refs is None:  # parsed once per node
+            refs = node["_inputs"] = [self._src(i) for i in node.get("input", []) if not i.startswith("^")]
+        return refs
 
     def _toposort(self) -> list[str]:
         order: list[str] = []
