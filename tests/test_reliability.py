@@ -389,13 +389,14 @@ def _same_patch_run(ref: Path, out: Path) -> None:
     assert torch.equal(torch.load(ref / "patch.pt", weights_only=True), torch.load(out / "patch.pt", weights_only=True))
     a, b = json.loads((ref / "state.json").read_text()), json.loads((out / "state.json").read_text())
     assert a["history"] == b["history"] and a["epoch"] == b["epoch"] == 2
-    sa, sb = torch.load(ref / "state.pt", weights_only=True), torch.load(out / "state.pt", weights_only=True)
-    assert torch.equal(sa["patch"], sb["patch"])
-    for k, v in sa["optimizer"]["state"].items():
-        for name, t in v.items():
-            assert torch.equal(t, sb["optimizer"]["state"][k][name]), name
     assert (ref / "patch.png").read_bytes() == (out / "patch.png").read_bytes()
-    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]  # no temp file left
+    if (ref / "state.pt").exists():  # always with this layout (see the fault-point test); the exports above are
+        # compared first so that the older 4-file layout fails on the patch itself (issue 17, defect 1)
+        sa, sb = torch.load(ref / "state.pt", weights_only=True), torch.load(out / "state.pt", weights_only=True)
+        assert torch.equal(sa["patch"], sb["patch"])
+        for k, v in sa["optimizer"]["state"].items():
+            for name, t in v.items():
+                assert torch.equal(t, sb["optimizer"]["state"][k][name]), name
 
 
 def test_fault_points_of_train_patch_are_the_state_then_its_exports(patch_reference):
@@ -412,6 +413,7 @@ def test_fault_injection_train_patch_every_write_point(wider, patch_reference, t
 
     tmp, root, ckpt = wider
     ref, seen = patch_reference
+    left = {}
     for k in range(1, len(seen) + 1):
         out = tmp_path / f"{when}{k}"
         mp = pytest.MonkeyPatch()
@@ -421,10 +423,12 @@ def test_fault_injection_train_patch_every_write_point(wider, patch_reference, t
                 tp.train_patch(_tp_namespace(root, ckpt, out, 2))
         finally:
             mp.undo()
-        (out / ".state.pt.killed").write_bytes(b"partial")  # what a kill -9 during a write leaves
+        (out / ".patch.pt.killed").write_bytes(b"partial")  # what a kill -9 during a write leaves (defect 7)
         state = tp.train_patch(_tp_namespace(root, ckpt, out, 2))
         assert state["epoch"] == 2, k
         _same_patch_run(ref, out)
+        left[k] = [p.name for p in out.iterdir() if p.name.startswith(".")]
+    assert not any(left.values()), left  # the resume removed the stale temp files
 
 
 def test_fault_injection_train_patch_torch_save_crash(wider, patch_reference, tmp_path, monkeypatch):
@@ -451,6 +455,7 @@ def test_fault_injection_train_patch_torch_save_crash(wider, patch_reference, tm
     assert torch.load(out / "state.pt", weights_only=True)["state"].startswith('{"epoch": 0')
     tp.train_patch(_tp_namespace(root, ckpt, out, 2))
     _same_patch_run(ref, out)
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
 def _det_cfg(root, out, epochs=2):
