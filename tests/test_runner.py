@@ -262,3 +262,20 @@ def test_run_never_calls_papermills_parameter_parser(tmp_path, monkeypatch):
     assert "0.6 3 it's # not a comment [16, 32]" in "".join(outs)
     assert executed.metadata.papermill["parameters"]["epochs"] == 3
     assert executed.metadata.papermill["input_path"] == str((root / "notebooks" / "02_tricky.ipynb").resolve())
+
+
+def test_chapter_config_built_from_defaults_and_overrides_before_any_kernel(tmp_path):
+    """A registered chapter's Config is built from its defaults plus the -p values (lists -> tuples where the
+    default is a tuple, out_dir from --out); its range checks raise ParameterError naming the parameter."""
+    from facelab.book.runner import chapter_config, check_out_dir
+
+    repo = Path(__file__).resolve().parents[1]
+    nb = repo / "notebooks" / "01_universal_patches.ipynb"
+    got = validate(nb, {"other_detectors": "[mtcnn]", "epochs": "3"})
+    cfg = chapter_config(nb, got, tmp_path / "run")
+    assert cfg.other_detectors == ("mtcnn",) and cfg.epochs == 3 and cfg.out_dir == str(tmp_path / "run")
+    with pytest.raises(ParameterError, match="sweep_epochs=-1"):
+        chapter_config(nb, {"sweep_epochs": -1})
+    assert chapter_config(tmp_path / "notebooks" / "99_not_registered.ipynb", {"n": 1}) is None
+    assert check_out_dir(tmp_path / "a" / "b") == (tmp_path / "a" / "b").resolve()
+    assert not (tmp_path / "a").exists() and not (tmp_path / "run").exists()  # checking writes nothing
