@@ -576,3 +576,21 @@ def test_input_check_costs_no_measurable_share_of_a_forward_pass():
     check = best(lambda: check_images(x), 20)
     assert check / forward < 0.02, (check, forward)
     assert math.isfinite(check)
+
+
+def test_subprocess_one_line_and_exit_2(tmp_path):
+    """The installed entry point (python -m facelab, and the eval module's own __main__) under the same policy."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for cmd, culprit in (
+        ([sys.executable, "-m", "facelab", "wider-eval", "--pred", str(tmp_path), "--gt", str(tmp_path), "--iou", "7"],
+         "--iou 7.0"),
+        ([sys.executable, "-m", "facelab.experiments.detector_eval", "--checkpoint", str(tmp_path / "x.pt"),
+          "--data-root", str(tmp_path), "--gt-dir", str(tmp_path / "gt"), "--out", str(tmp_path / "o")], "--gt-dir"),
+    ):
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+        assert len(r.stderr.strip().splitlines()) == 1 and culprit in r.stderr, r.stderr
+    assert os.listdir(tmp_path) == []
