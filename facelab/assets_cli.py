@@ -42,5 +42,6 @@ def main(args: argparse.Namespace) -> int:
     bad = [n for n, s in report.items() if s != "ok"]
     if bad:
         print(f"error: {len(bad)} asset(s) missing or not matching their sha256: {', '.join(bad)}", file=sys.stderr)
+        print(assets.verify_hint(report), file=sys.stderr)
         return 1
     return 0

@@ -231,6 +231,18 @@ def test_assets_verify_hint_says_how_to_fix(tmp_path, monkeypatch):
     assert assets.verify_hint({name: "ok"}) == ""
 
 
+def test_assets_verify_cli_prints_the_fix(tmp_path):
+    """The command itself prints the hint under its error line (exit 1: verification failed)."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "FACELAB_HOME": str(tmp_path)}
+    r = subprocess.run([sys.executable, "-m", "facelab", "assets", "verify", "mtcnn/rnet.pt"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and "missing  mtcnn/rnet.pt" in r.stdout
+    assert "fix: run `facelab assets fetch mtcnn/rnet.pt`" in r.stderr and "Traceback" not in r.stderr
+
+
 # ------------------------------------------------------------------------- notebook parameters
 
 @pytest.mark.parametrize("params,culprit", [
