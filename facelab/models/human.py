@@ -184,8 +184,8 @@ class BlazeFace(FaceDetector):
 
     def preprocess(self, images: Tensor) -> Tensor:
         """[B,3,H,W] in [0,1] -> [B,3,256,256] in [-1,1]: legacy TF resize of the 0..255 image, ``/127.5 - 1``."""
-        x = tf_resize_bilinear(images * 255.0, (self.input_size, self.input_size))
-        return x / 127.5 - 1.0
+        x = tf_resize_bilinear(images, (self.input_size, self.input_size))  # resize is linear: scale after it
+        return x * (255.0 / 127.5) - 1.0
 
     def raw(self, x: Tensor) -> Tensor:
         """The net on a preprocessed batch: [B,896,17] (logit, box x, y, w, h, 6 keypoints x, y), Human's order."""
@@ -411,7 +411,7 @@ class CenterNet(nn.Module):
         self.graph = load_human_graph("centernet", outputs=["tower_0/keypoints", "tower_0/wh"]) if graph is None else graph
 
     def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        x = tf_resize_bilinear(check_images(images) * 255.0, (self.input_size, self.input_size))
+        x = tf_resize_bilinear(check_images(images), (self.input_size, self.input_size)) * 255.0
         heat, wh = self.graph(x)
         return heat, wh
 
