@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "write_json", "finite", "results_card", "machine", "default_device", "Timer"]
+__all__ = ["atomic_write", "remove_stale_temps", "write_json", "finite", "results_card", "machine", "default_device", "Timer"]
 
 
 @contextlib.contextmanager
@@ -29,6 +29,18 @@ def atomic_write(path: str | os.PathLike, mode: str = "w") -> Iterator[Any]:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def remove_stale_temps(folder: str | os.PathLike, names: tuple[str, ...]) -> list[Path]:
+    """Delete the temporary files that an interrupted :func:`atomic_write` of ``names`` left in ``folder``
+    (``.last.pt.XXXX`` after a kill during a checkpoint write); returns what was removed."""
+    gone = []
+    for name in names:
+        for tmp in Path(folder).glob(f".{name}.*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                gone.append(tmp)
+    return gone
 
 
 def _umask() -> int:

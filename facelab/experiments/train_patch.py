@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
+from facelab.io import remove_stale_temps
+
 __all__ = ["configure", "main", "train_patch", "INITS"]
 
 #: initialisations by name (as in the chapter's Table 1); any other value is read as an image file
@@ -138,17 +140,6 @@ def _initial_patch(name: str, data: _WiderTrain, size: int, seed: int) -> Tensor
 #: files of a run folder: the state (the commit point), then its exports
 STATE_FILE = "state.pt"
 EXPORTS = ("patch.pt", "patch.png", "state.json")
-
-
-def remove_stale_temps(out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete the temporary files an interrupted :func:`facelab.io.atomic_write` of ``names`` left in ``out``."""
-    gone = []
-    for name in names:
-        for tmp in out.glob(f".{name}.*"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                gone.append(tmp)
-    return gone
 
 
 def _write_epoch(out: Path, patch: Tensor, optimizer: torch.optim.Optimizer, state: dict,

@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
 from facelab import distributed
 from facelab.data.wider import WiderFace
-from facelab.io import atomic_write, write_json
+from facelab.io import atomic_write, remove_stale_temps, write_json
 from facelab.models.detection import build_detector
 
 __all__ = ["TrainConfig", "AugmentedDetectionSet", "train_detector", "load_trained", "lr_at", "collate"]
@@ -201,18 +201,6 @@ def check_config(cfg: TrainConfig) -> None:
         raise ValueError(f"--max-steps-per-epoch must be >= 1, got {cfg.max_steps_per_epoch}")
     if cfg.backbone_weights is not None and not Path(cfg.backbone_weights).is_file():
         raise ValueError(f"--backbone-weights {cfg.backbone_weights}: no such file")
-
-
-def remove_stale_temps(out: Path, names: tuple[str, ...]) -> list[Path]:
-    """Delete the temporary files an interrupted :func:`facelab.io.atomic_write` of ``names`` left in ``out``
-    (``.last.pt.XXXX``: a kill during the checkpoint write)."""
-    gone = []
-    for name in names:
-        for tmp in out.glob(f".{name}.*"):
-            if tmp.is_file():
-                tmp.unlink(missing_ok=True)
-                gone.append(tmp)
-    return gone
 
 
 def _epoch_of(line: str) -> float:
