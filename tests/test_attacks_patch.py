@@ -601,3 +601,72 @@ def test_paste_uses_the_attacks_location_and_passes_options():
     expect = paste_patch(img, atk.patch.detach(), boxes, 0.5, "bottom")
     assert torch.allclose(atk.paste(img, boxes), expect) and torch.allclose(atk(img, boxes=boxes), expect)
     assert torch.equal(atk.paste(img, boxes, mask=torch.zeros(1, 16, 16)), img)
+
+
+def test_patch_iou_adds_each_faces_best_anchor_by_face():
+    from facelab.attacks.sample_sets import select_patch_iou
+
+    faces = torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])
+    # the best anchors of the two faces sit at indices 1 and 2 (not 0 and 1)
+    anchors = torch.tensor([[100.0, 100, 110, 110], [2, 0, 12, 10], [52, 52, 62, 62]])
+    assert select_patch_iou(anchors, faces, 0.9).tolist() == [False, True, True]
+
+
+def test_defaults_of_partial_mask_and_fit():
+    assert partial_mask().shape == (1, 128, 128) and partial_mask().eq(1).all()
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", size=16)
+    atk.fit(tiny_data(5))  # one epoch of batches of 4: two steps
+    assert len(atk.history) == 2 and atk.history[0].n > 0
+
+
+def test_progress_bar_on_an_iterable_has_no_total(monkeypatch):
+    import tqdm.auto
+
+    made = []
+
+    class Bar:
+        def __init__(self, **kw):
+            made.append(kw)
+
+        def update(self, n):
+            pass
+
+        def set_postfix(self, **kw):
+            pass
+
+        def close(self):
+            pass
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Bar)
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", size=16)
+    atk.fit(iter([tiny_data(2)]), progress=True)
+    assert made[0]["total"] is None and len(atk.history) == 1
+
+
+def test_state_fingerprint_and_digests():
+    from facelab.attacks.base import assert_unchanged, frozen, state_digests, state_fingerprint
+    import hashlib
+
+    m = nn.Linear(2, 1)
+    m.register_buffer("empty", torch.zeros(0))
+    d = state_digests(m)
+    assert set(d) == {"weight", "bias", "empty"}
+    # documented content: sha256 of "name:dtype:shape" followed by the raw bytes (nothing for an empty tensor)
+    assert d["empty"] == hashlib.sha256(b"empty:torch.float32:(0,)").hexdigest()
+    w = m.weight.detach().contiguous()
+    assert d["weight"] == hashlib.sha256(b"weight:torch.float32:(1, 2)" + w.numpy().tobytes()).hexdigest()
+    fp = state_fingerprint(m)
+    assert fp == hashlib.sha256("".join(f"{k}={d[k]};" for k in sorted(d)).encode()).hexdigest()
+    clone = nn.Linear(2, 1)
+    clone.load_state_dict(m.state_dict(), strict=False)
+    clone.register_buffer("empty", torch.zeros(0))
+    assert state_fingerprint(clone) == fp
+    with torch.no_grad():
+        clone.bias.copy_(torch.nextafter(clone.bias, torch.tensor(2.0)))  # one ulp
+    assert state_fingerprint(clone) != fp
+    # a lost entry is named
+    with pytest.raises(ModelChangedError, match=r"^victim model lost state entry 'empty' during the attack$"):
+        with frozen(m):
+            del m._buffers["empty"]
+    with pytest.raises(ModelChangedError, match="'bias' differs"):
+        assert_unchanged(clone, state_digests(m))
