@@ -115,6 +115,8 @@ def test_notebook_parameters_cell_is_the_config():
     exec(cell.source, ns)  # noqa: S102 - the committed cell, to check it builds the default Config
     assert up.Config.from_namespace(ns).as_dict() == {**up.Config().as_dict(),
                                                       "out_dir": "../runs/default/01_universal_patches"}
+    with pytest.raises(TypeError, match="parameter methods: expected a list, got str"):
+        up.Config.from_namespace({**ns, "methods": "[patch_iou]"})
     with pytest.raises(NameError, match="alpha"):
         up.Config.from_namespace({k: v for k, v in ns.items() if k != "alpha"})
 

@@ -89,7 +89,12 @@ class ExperimentConfig:
         for f in cls.fields():
             v = ns[f.name]
             default = f.default if f.default is not dataclasses.MISSING else None
-            kw[f.name] = tuple(v) if isinstance(default, tuple) and isinstance(v, list) else v
+            if isinstance(default, tuple):
+                if not isinstance(v, (list, tuple)):
+                    raise TypeError(f"parameter {f.name}: expected a list, got {type(v).__name__} {v!r} "
+                                    "(with papermill give lists as YAML: -y 'name: [a, b]')")
+                v = tuple(v)
+            kw[f.name] = v
         return cls(**kw)
 
     def as_dict(self) -> dict[str, Any]:
