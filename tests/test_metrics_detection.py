@@ -176,7 +176,7 @@ def test_wider_detection_metrics_per_setting():
     with pytest.raises(ValueError, match=r"settings: 'hard' not in gt \(have \['all', 'easy'\]\)"):
         wider_detection_metrics(preds, gt, settings=("hard",))
     nolist = {"all": gt["all"], "easy": {"ev": {"img": {"boxes": boxes, "keep": None}}}}
-    with pytest.raises(ValueError, match="gt setting has no gt_list"):
+    with pytest.raises(ValueError, match="^gt setting has no gt_list$"):
         wider_detection_metrics(preds, nolist, settings=("easy",))
     with pytest.raises(ValueError, match=r"predictions\['ev'\]\['img'\]: expected shape \[N, 5\]"):
         wider_detection_metrics({"ev": {"img": np.zeros((1, 4))}}, gt, settings=("all",))
@@ -259,9 +259,9 @@ def test_area_fbeta_hand_computed_and_ignores():
     assert af2[0.5] == pytest.approx(0.8005, rel=1e-12)
     c = threshold_fbeta_curve(dets, gts2, betas=(0.5,), ignores=[[False, True]])
     assert c["n_faces"] == 1 and c["n_detections"][0] == 1
-    with pytest.raises(ValueError, match="area_fbeta: give dets and gts, or curve"):
+    with pytest.raises(ValueError, match="^area_fbeta: give dets and gts, or curve$"):
         area_fbeta(dets)
-    with pytest.raises(ValueError, match="area_fbeta: give dets and gts, or curve"):
+    with pytest.raises(ValueError, match="^area_fbeta: give dets and gts, or curve$"):
         area_fbeta(gts=gts)
 
 
@@ -363,3 +363,27 @@ def test_more_input_errors():
     assert len(threshold_fbeta_curve([], [], thresholds=[0.2, 0.5])["thresholds"]) == 2
     with pytest.raises(ValueError, match=r"^gt_boxes: expected shape \[N, 4\], got \[1, 5\]$"):
         match_detections(np.zeros((0, 4)), [], np.zeros((1, 5)))
+
+
+def test_defaults_delta_and_thresholds():
+    # δ defaults to 0.99 (Tables 1-3): 0.99 is kept, 0.9899 is not
+    dets = [(np.array([FACE_A, FACE_B]), np.array([0.99, 0.9899]))]
+    r = precision_recall_at(dets, [np.array([FACE_A, FACE_B])])
+    assert (r["tp"], r["n_detections"], r["delta"]) == (1, 1, 0.99)
+
+
+def test_wider_detection_metrics_thresholds_keep_lists_and_missing_at_delta_zero():
+    boxes = np.array([[0, 0, 9, 9], [100, 100, 9, 9]], dtype=float)
+    gt = {"all": {"ev": {"img": {"boxes": boxes, "keep": None}, "other": {"boxes": boxes[:1], "keep": None}}},
+          "easy": {"ev": {"img": {"boxes": boxes, "keep": np.array([1.0])},  # float 1-based lists work too
+                          "other": {"boxes": boxes[:1], "keep": np.array([1])}}}}
+    preds = {"ev": {"img": np.array([[0, 0, 9, 9, 0.8], [100, 100, 9, 9, 0.3]])}}  # "other" has no file
+    res = wider_detection_metrics(preds, gt, settings=("easy", "all"), delta=0.0, thresholds=[0.0, 0.5, 1.0],
+                                  betas=(1.0,))
+    # the missing image adds no detection even at δ = 0
+    assert (res["all"]["tp"], res["all"]["n_detections"], res["all"]["n_faces"]) == (2, 2, 3)
+    # easy counts A (img) and A (other); B is ignored, so its detection is dropped
+    assert (res["easy"]["tp"], res["easy"]["n_detections"], res["easy"]["n_faces"]) == (1, 1, 2)
+    # AFβ on the given grid 0, .5, 1: all: F(P 1, R 2/3) = 0.8 at 0, F(1, 1/3) = 0.5 at .5, 0 at 1 -> (0.8 + 2 * .5) / 4
+    assert res["all"]["afbeta"][1.0] == pytest.approx((0.8 + 0.5 + 0.5 + 0.0) / 4)
+    assert res["easy"]["afbeta"][1.0] == pytest.approx((2 / 3 + 2 / 3 + 2 / 3 + 0.0) / 4)
