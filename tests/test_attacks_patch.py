@@ -522,8 +522,8 @@ def test_fit_runs_one_step_per_batch_and_is_seeded():
     # the shuffling comes from the attack's seed, not from torch's global generator
     runs = []
     for global_seed in (0, 1):
-        torch.manual_seed(global_seed)
         a = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", lr=0.05, seed=3)
+        torch.manual_seed(global_seed)  # after TinyDetector(), which seeds the global generator itself
         a.fit(data, epochs=1, batch_size=1)
         runs.append(a.patch.detach().clone())
     assert torch.equal(runs[0], runs[1]) and torch.equal(runs[0], _fit_copy(data, seed=3))
@@ -670,3 +670,89 @@ def test_state_fingerprint_and_digests():
             del m._buffers["empty"]
     with pytest.raises(ModelChangedError, match="'bias' differs"):
         assert_unchanged(clone, state_digests(m))
+
+
+
+class ConstantDetector(FixedDetector):
+    """Scores that do not depend on the image at all (no gradient reaches the patch)."""
+
+    def dense(self, images):
+        b = images.shape[0]
+        lg = self.base[None].expand(b, -1)
+        a = self.anchors[None].expand(b, -1, -1)
+        return DenseOutput(a, a, torch.sigmoid(lg), lg)
+
+
+def test_loss_uses_the_logits_and_the_step_reports_the_mean_score():
+    # logit -40: log S from the logits is -40; from the clamped score it would be log(1e-12) = -27.6
+    det = FixedDetector(torch.tensor([-40.0, 2.0]))
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.6)
+    st = atk.evaluate(tiny_data(1))
+    assert st.n == 2 and st.loss == pytest.approx((-40.0 + float(F.logsigmoid(torch.tensor(2.0)))) / 2, rel=1e-5)
+    st = atk.step(tiny_data(1))
+    assert st.mean_score == pytest.approx(float(torch.sigmoid(torch.tensor(2.0))) / 2, rel=1e-5)
+
+
+def test_step_without_gradient_leaves_the_patch():
+    atk = UniversalPatchAttack(ConstantDetector(torch.tensor([1.0, 2.0])), "patch_iou", alpha=0.6, size=8)
+    p0 = atk.patch.detach().clone()
+    st = atk.step(tiny_data(1))
+    assert st.n == 2 and torch.equal(atk.patch.detach(), p0) and torch.equal(atk.patch.grad, torch.zeros_like(p0))
+
+
+def test_attack_options_reach_the_rules():
+    data = tiny_data(2)
+    det = TinyDetector().eval()
+    n = lambda **kw: UniversalPatchAttack(det, alpha=0.6, location="center", **kw).evaluate(data).n
+    assert n(method="patch_iou", iou_threshold=0.3, ) > n(method="patch_iou") > n(method="patch_iou", iou_threshold=0.8)
+    base = n(method="patch_combination", score_threshold=0.0)
+    assert n(method="patch_combination", score_threshold=0.0, lambda1=0.9) < base
+    assert n(method="patch_combination", score_threshold=0.0, lambda1=0.9, lambda2=0.9) < \
+        n(method="patch_combination", score_threshold=0.0, lambda1=0.9)
+    # Patch-Combination measures IoU with the patch box at the attack's own location
+    from facelab.attacks.sample_sets import select_samples as sel
+
+    atk = UniversalPatchAttack(det, "patch_combination", alpha=0.3, location="bottom", score_threshold=0.0,
+                               lambda1=0.99, lambda2=0.2)
+    with torch.no_grad():
+        expect = 0
+        for im, gt in data:
+            out = det.dense(paste_patch(im, atk.patch, gt, 0.3, "bottom")[None])
+            expect += int(sel("patch_combination", out.anchors[0], gt, patch_boxes(gt, 0.3, "bottom"), out.scores[0],
+                              score_threshold=0.0, lambda1=0.99, lambda2=0.2).sum())
+    assert atk.evaluate(data).n == expect > 0
+
+
+def test_literal_focal_changes_the_update():
+    data = tiny_data(1)
+    patches = []
+    for literal in (False, True):
+        atk = UniversalPatchAttack(TinyDetector().eval(), "patch_score_focal", alpha=0.6, location="center",
+                                   score_threshold=0.0, literal_focal=literal, seed=0)
+        atk.step(data)
+        patches.append(atk.patch.detach().clone())
+    assert not torch.equal(patches[0], patches[1])
+
+
+def test_images_in_float64_and_several_faces_per_image():
+    det = TinyDetector().eval()
+    atk = UniversalPatchAttack(det, "patch_iou", alpha=0.5, location="center")
+    im = torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0))
+    two = torch.tensor([[4.0, 4, 24, 24], [26, 26, 46, 46]])
+    a = atk.evaluate([(im, two)])
+    b = atk.evaluate([(im.double(), two.tolist())])  # float64 pixels and a list of boxes
+    assert a.n == b.n > 0 and a.loss == pytest.approx(b.loss, rel=1e-6)
+    one = atk.evaluate([(im, two[:1])])
+    assert a.n > one.n
+
+
+def test_eot_draws_come_from_the_attacks_seed():
+    data = tiny_data(2)
+    runs = []
+    for global_seed in (0, 1):
+        atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center", seed=5,
+                                   eot=EOT(rotation=20.0, scale=0.2, brightness=0.3))
+        torch.manual_seed(global_seed)
+        atk.fit(data, epochs=1, batch_size=2)
+        runs.append(atk.patch.detach().clone())
+    assert torch.equal(runs[0], runs[1])
