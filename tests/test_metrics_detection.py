@@ -295,9 +295,10 @@ def test_no_numpy_warnings_on_degenerate_inputs():
     m = match_detections(np.array([[10.0, 0, 20, 10], [0, 20, 10, 30]]), [0.9, 0.8], np.array([FACE_A]))
     assert m.iou.tolist() == [0.0, 0.0]
     # degenerate (zero-width / zero-area) boxes on degenerate faces: IoU 0, not NaN from 0 / 0
-    line = np.array([[5.0, 0, 5, 10]])
-    m = match_detections(np.r_[line, [[5.0, 5, 5, 5]]], [0.9, 0.8], np.r_[line, [[5.0, 5, 5, 5]]])
-    assert m.iou.tolist() == [0.0, 0.0] and not m.tp.any()
+    degenerate = np.array([[5.0, 0, 5, 10], [0, 5, 10, 5], [5.0, 5, 5, 5]])  # vertical line, horizontal line, point
+    for box in degenerate:
+        m = match_detections(box[None], [0.9], box[None])
+        assert m.iou.tolist() == [0.0] and not m.tp.any(), box
 
 
 def test_iou_values_reported():
