@@ -46,7 +46,7 @@ from torch import Tensor, nn
 from facelab import assets
 from facelab.models.base import (DenseOutput, Detections, FaceClassifier, FaceDetector, FaceEmbedder, ImageList,
                                  as_batches, check_images)
-from facelab.models.tf_ops import tf_resize_bilinear
+from facelab.models.tf_ops import greedy_nms, tf_resize_bilinear
 from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_weights
 
 __all__ = ["load_human_graph", "tf_crop_and_resize", "tfjs_nms", "grayscale", "BlazeFace", "HumanEmbedder",
@@ -114,34 +114,9 @@ def grayscale(x: Tensor) -> Tensor:
 
 
 def tfjs_nms(boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float, score_threshold: float) -> Tensor:
-    """tfjs ``tf.image.nonMaxSuppression`` (tfjs-core ``nonMaxSuppressionImpl_``, softNmsSigma 0).
-
-    Candidates with score > ``score_threshold``, by descending score (lower index first on ties); a candidate
-    whose IoU with a kept box is >= ``iou_threshold`` is dropped (IoU 0 for a box of non-positive area).
-    ``boxes`` [N,4] in any consistent corner order (IoU uses min/max of each coordinate pair). Kept indices.
-    """
-    s = scores.detach().float().cpu().double()  # float32 values, compared as doubles (JS)
-    b = boxes.detach().float().cpu().double()
-    cand = torch.nonzero(s > score_threshold).flatten()
-    order = torch.sort(s[cand], descending=True, stable=True).indices
-    cand = cand[order]
-    lo = torch.minimum(b[:, :2], b[:, 2:])
-    hi = torch.maximum(b[:, :2], b[:, 2:])
-    area = (hi - lo).prod(-1)
-    selected: list[int] = []
-    for i in cand.tolist():
-        if len(selected) >= max_output:
-            break
-        if selected:
-            sel = torch.tensor(selected)
-            wh = (torch.minimum(hi[sel], hi[i]) - torch.maximum(lo[sel], lo[i])).clamp(min=0)
-            inter = wh.prod(-1)
-            iou = inter / (area[sel] + area[i] - inter)
-            iou = torch.where((area[sel] <= 0) | (area[i] <= 0), torch.zeros_like(iou), iou)
-            if bool((iou >= iou_threshold).any()):
-                continue
-        selected.append(i)
-    return torch.tensor(selected, dtype=torch.long, device=boxes.device)
+    """tfjs ``tf.image.nonMaxSuppression`` (softNmsSigma 0): :func:`~facelab.models.tf_ops.greedy_nms`
+    dropping a candidate whose IoU with a kept box is >= ``iou_threshold``."""
+    return greedy_nms(boxes, scores, max_output, iou_threshold, score_threshold, suppress_equal=True)
 
 
 def _logit_of_probability(p: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 
 from facelab.models.base import DenseOutput, Detections, FaceDetector, ImageList, as_batches, check_images
 from facelab.models.faceapi_weights import load_faceapi_weights
-from facelab.models.tf_ops import (conv1x1, conv2d_same, reshaped_dims, square_padding, tf_resize_bilinear,
+from facelab.models.tf_ops import (conv1x1, conv2d_same, greedy_nms, reshaped_dims, square_padding, tf_resize_bilinear,
                                    tfjs_conv_weight, tfjs_depthwise_weight)
 
 __all__ = ["SsdMobilenetV1", "ssd_mobilenetv1", "faceapi_ssd_nms"]
@@ -205,32 +205,9 @@ class SsdMobilenetV1(FaceDetector):
 
 def faceapi_ssd_nms(boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float,
                     score_threshold: float) -> Tensor:
-    """face-api ``ssdMobilenetv1/nonMaxSuppression``: candidates with score > threshold, stable sort by
-    descending score; a candidate is dropped if its IoU with any kept box is > ``iou_threshold``
-    (IoU 0 when either box has non-positive area). Returns kept indices (long)."""
-    s = scores.detach().double().cpu()
-    b = boxes.detach().double().cpu()
-    cand = torch.nonzero(s > score_threshold).flatten()
-    order = torch.sort(s[cand], descending=True, stable=True).indices
-    cand = cand[order]
-    lo = torch.minimum(b[:, :2], b[:, 2:])
-    hi = torch.maximum(b[:, :2], b[:, 2:])
-    area = (hi - lo).prod(-1)
-    out_size = min(max_output, b.shape[0])
-    selected: list[int] = []
-    for i in cand.tolist():
-        if len(selected) >= out_size:
-            break
-        if selected:
-            sel = torch.tensor(selected)
-            wh = (torch.minimum(hi[sel], hi[i]) - torch.maximum(lo[sel], lo[i])).clamp(min=0)
-            inter = wh.prod(-1)
-            iou = inter / (area[sel] + area[i] - inter)
-            iou = torch.where((area[sel] <= 0) | (area[i] <= 0), torch.zeros_like(iou), iou)
-            if bool((iou > iou_threshold).any()):
-                continue
-        selected.append(i)
-    return torch.tensor(selected, dtype=torch.long, device=boxes.device)
+    """face-api ``ssdMobilenetv1/nonMaxSuppression``: :func:`~facelab.models.tf_ops.greedy_nms` dropping a
+    candidate whose IoU with a kept box is > ``iou_threshold``."""
+    return greedy_nms(boxes, scores, max_output, iou_threshold, score_threshold, suppress_equal=False)
 
 
 def ssd_mobilenetv1() -> SsdMobilenetV1:

@@ -24,6 +24,7 @@ from torch import Tensor
 
 __all__ = [
     "tf_resize_bilinear",
+    "greedy_nms",
     "same_padding",
     "pad_same",
     "conv2d_same",
@@ -270,3 +271,35 @@ def tfjs_depthwise_weight(w: Tensor) -> Tensor:
         raise ValueError(f"tfjs_depthwise_weight: expected [kh,kw,in,mult], got {tuple(w.shape)}")
     kh, kw, cin, mult = w.shape
     return w.permute(2, 3, 0, 1).reshape(cin * mult, 1, kh, kw).contiguous()
+
+
+def greedy_nms(boxes: Tensor, scores: Tensor, max_output: int, iou_threshold: float, score_threshold: float,
+               suppress_equal: bool) -> Tensor:
+    """The greedy NMS of tfjs and face-api, in double precision as JS compares float32 values.
+
+    Candidates with score > ``score_threshold`` by descending score (lower index first on ties); a candidate is
+    dropped when its IoU with a kept box is >= ``iou_threshold`` (``suppress_equal``, tfjs-core
+    ``nonMaxSuppressionImpl_``) or > it (face-api's SSD). IoU is 0 for a box of non-positive area; ``boxes``
+    [N,4] in any consistent corner order. Returns the kept indices (long) on ``boxes.device``.
+    """
+    s = scores.detach().float().cpu().double()
+    b = boxes.detach().float().cpu().double()
+    cand = torch.nonzero(s > score_threshold).flatten()
+    cand = cand[torch.sort(s[cand], descending=True, stable=True).indices]
+    lo = torch.minimum(b[:, :2], b[:, 2:])
+    hi = torch.maximum(b[:, :2], b[:, 2:])
+    area = (hi - lo).prod(-1)
+    selected: list[int] = []
+    for i in cand.tolist():
+        if len(selected) >= max_output:
+            break
+        if selected:
+            sel = torch.tensor(selected)
+            wh = (torch.minimum(hi[sel], hi[i]) - torch.maximum(lo[sel], lo[i])).clamp(min=0)
+            inter = wh.prod(-1)
+            iou = inter / (area[sel] + area[i] - inter)
+            iou = torch.where((area[sel] <= 0) | (area[i] <= 0), torch.zeros_like(iou), iou)
+            if bool(((iou >= iou_threshold) if suppress_equal else (iou > iou_threshold)).any()):
+                continue
+        selected.append(i)
+    return torch.tensor(selected, dtype=torch.long, device=boxes.device)
