@@ -297,3 +297,30 @@ def test_committed_notebook_structure():
         if c.cell_type == "markdown":
             for disp in c.source.split("$$")[1::2]:
                 assert not ("(1)" in disp and "(2)" in disp), disp
+
+
+def test_thresholds_and_ignore_flags_reach_the_pipeline(tmp_path, monkeypatch):
+    """Mutation survivors of issue 19: the victim is trained with δ − m (not δ), another detector with 0.6 δ;
+    the P/R of evaluate() and of clean_scores() count only the faces that are not ignored."""
+    from facelab.attacks import UniversalPatchAttack
+
+    seen = []
+    init = UniversalPatchAttack.__init__
+
+    def spy(self, model, method="patch_iou", **kw):
+        seen.append(kw["score_threshold"])
+        init(self, model, method, **kw)
+
+    monkeypatch.setattr(UniversalPatchAttack, "__init__", spy)
+    cfg = small_cfg(tmp_path, epochs=1, delta=0.6, score_margin_threshold=0.2, test_views=1)
+    exp = up.UniversalPatchesExperiment(cfg, victim=TinyDetector(), progress=False)
+    exp.detectors["other"] = TinyDetector(seed=1)
+    exp.cfg.deltas = {"other": 0.5}
+    exp.train_patch()
+    exp.train_patch(detector="other")
+    assert seen == [0.2, pytest.approx(0.3)]
+    boxes = sum(len(s.boxes) for s in exp.test)
+    counted = sum(int((~s.ignore).sum()) for s in exp.test)
+    assert boxes > counted  # the test side holds ignored faces (cut by a crop border)
+    assert exp.clean("tiny")["n_faces"] == counted == exp.clean_scores(split="test")["n_faces"]
+    assert exp.evaluate(exp.inits["noise"])["n_faces"] == counted
