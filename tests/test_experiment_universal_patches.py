@@ -41,6 +41,17 @@ def write_wider_fixture(root: Path, n: int = 2) -> Path:
     return root
 
 
+def write_sln_checkpoint(path: Path) -> Path:
+    """A small SLN (random weights, seed 0) saved as facelab train-detector writes it."""
+    from facelab.models.detection import build_detector
+
+    torch.manual_seed(0)
+    model = build_detector("sln", "resnet18", channels=16)
+    torch.save({"model": model.state_dict(),
+                "model_config": {"arch": "sln", "backbone": "resnet18", "model_kwargs": {"channels": 16}}}, path)
+    return path
+
+
 def small_cfg(tmp_path, **kw) -> up.Config:
     base = dict(out_dir=str(tmp_path / "run"), victim="tiny", other_detectors=(), black_box=("haar",),
                 epochs=2, sweep_epochs=1, inits=("noise", "faceA"),

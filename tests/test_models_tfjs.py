@@ -18,23 +18,12 @@ import torch
 from facelab import assets, models
 from facelab.models import human
 from facelab.models.tfjs_graph import GraphModelError, TfjsGraphModel, decode_weights, load_graph_model
+from test_models_detectors import decode, to_tensor
 
 GOLDEN = Path(__file__).parent / "golden" / "human_reference.json"
 BOX_TOL = 0.05  # px
 SCORE_TOL = 1e-4
 DESC_TOL = 1e-4  # absolute, or relative to the largest |value| where values are large
-
-
-def decode(name: str) -> np.ndarray:
-    """As tools/human_reference/make_inputs.py: Pillow, convert('RGB'), uint8 HWC."""
-    from PIL import Image
-
-    with Image.open(assets.path(f"face-api/demo/{name}.jpg")) as im:
-        return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
-
-
-def to_tensor(rgb: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(rgb.copy()).permute(2, 0, 1).float() / 255.0
 
 
 @pytest.fixture(scope="module")

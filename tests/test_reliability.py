@@ -30,18 +30,13 @@ torch.set_num_threads(1)
 def wider(tmp_path_factory):
     """A WIDER layout (2 train + 2 val images, 2 faces each), a small SLN checkpoint as train-detector writes
     it, and the official .mat ground truth of the val split."""
-    from facelab.models.detection import build_detector
     from test_detection_eval import write_gt_mats
-    from test_experiment_universal_patches import write_wider_fixture
+    from test_experiment_universal_patches import write_sln_checkpoint, write_wider_fixture
 
     tmp = tmp_path_factory.mktemp("reliability")
     root = write_wider_fixture(tmp / "WIDER")
     write_gt_mats(root, tmp / "gt")
-    torch.manual_seed(0)
-    model = build_detector("sln", "resnet18", channels=16)
-    ckpt = tmp / "sln.pt"
-    torch.save({"model": model.state_dict(),
-                "model_config": {"arch": "sln", "backbone": "resnet18", "model_kwargs": {"channels": 16}}}, ckpt)
+    ckpt = write_sln_checkpoint(tmp / "sln.pt")
     return tmp, root, ckpt
 
 

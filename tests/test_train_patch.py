@@ -16,7 +16,7 @@ from facelab.attacks import init_patch, state_fingerprint
 from facelab.experiments import train_patch as tp
 from facelab import models
 from test_attacks_patch import TinyDetector
-from test_experiment_universal_patches import write_wider_fixture
+from test_experiment_universal_patches import write_sln_checkpoint, write_wider_fixture
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,15 +25,9 @@ REPO = Path(__file__).resolve().parents[1]
 def setup(tmp_path_factory):
     """A WIDER-layout fixture (2 train images, 2 faces each) and a small SLN checkpoint as facelab
     train-detector writes it (random weights: the plumbing is under test, not the detector)."""
-    from facelab.models.detection import build_detector
-
     tmp = tmp_path_factory.mktemp("train_patch")
     root = write_wider_fixture(tmp / "WIDER")
-    torch.manual_seed(0)
-    model = build_detector("sln", "resnet18", channels=16)
-    ckpt = tmp / "sln.pt"
-    torch.save({"model": model.state_dict(),
-                "model_config": {"arch": "sln", "backbone": "resnet18", "model_kwargs": {"channels": 16}}}, ckpt)
+    ckpt = write_sln_checkpoint(tmp / "sln.pt")
     return tmp, root, ckpt
 
 

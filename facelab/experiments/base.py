@@ -42,7 +42,7 @@ from facelab.metrics.uncertainty import Interval
 
 __all__ = ["ExperimentConfig", "Experiment", "Case", "Claim", "ReproductionError", "setup_runtime", "verdict_of",
            "allowed_verdicts", "compare",
-           "parameters_cell", "reference_path", "flatten"]
+           "parameters_cell", "reference_path"]
 
 REFERENCES = Path(__file__).with_name("references")
 
@@ -240,18 +240,6 @@ class Claim:
 
 class ReproductionError(AssertionError):
     """A measured number left its measured tolerance around the reference run, or a verdict changed."""
-
-
-def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
-    """Nested numbers -> ``{"a/b/c": x}`` (None and non-numbers dropped)."""
-    out: dict[str, float] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, Mapping):
-            out.update(flatten(v, key + "/"))
-        elif isinstance(v, (int, float)) and not isinstance(v, bool) and v is not None and math.isfinite(v):
-            out[key] = float(v)
-    return out
 
 
 def reference_path(chapter: str) -> Path:
