@@ -8,13 +8,14 @@ STAMP := $(VENV)/.facelab-installed
 RUN ?= runs/main
 PYTEST_ARGS ?=
 
-.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool
+.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool bench-setup bench
 
 help:
 	@echo "make test   - set up (venv, pinned install, kernel, assets) and run the whole test suite"
 	@echo "make book   - set up, run every chapter at default parameters into $(RUN)/, build _build/html"
 	@echo "make lab    - open the chapters in JupyterLab with the project's kernel"
 	@echo "make setup  - only the set-up step; make assets - only fetch + verify the pinned assets"
+	@echo "make bench  - install the bench extra (make bench-setup) and run benchmarks/ (not part of make test)"
 
 $(STAMP): $(LOCK) pyproject.toml tools/setup_system.sh
 	bash tools/setup_system.sh
@@ -54,6 +55,25 @@ clean-book:
 lock:
 	$(PY) -m pip freeze --exclude-editable --exclude facelab | sort -f > $(LOCK)
 	$(PY) tools/make_environment_yml.py
+
+# Benchmarks against torchattacks / foolbox / ART and ONNX Runtime (issue 18; not part of `make test`).
+# bench-setup installs pyproject.toml's `bench` extra into the venv under the lock's pins; torchattacks goes in
+# with --no-deps (its requests~=2.25.1 pin would downgrade the lock's requests; it is only for its dataset
+# downloads). Each script runs at its defaults and writes its table to benchmarks/results/.
+BENCH_STAMP := $(VENV)/.facelab-bench-installed
+BENCH_PINS = $(shell $(PY) -c 'import tomllib; print(" ".join(tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["bench"]))')
+BENCH_SCRIPTS := benchmarks/bench_attacks.py benchmarks/bench_zoo_onnx.py \
+	$(wildcard benchmarks/bench_instance_gradients.py benchmarks/bench_line_search.py)
+
+$(BENCH_STAMP): $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -c $(LOCK) $(filter-out torchattacks%,$(BENCH_PINS))
+	$(PY) -m pip install --quiet --no-deps $(filter torchattacks%,$(BENCH_PINS))
+	touch $(BENCH_STAMP)
+
+bench-setup: $(BENCH_STAMP)
+
+bench: bench-setup assets
+	@for s in $(BENCH_SCRIPTS); do echo "== $$s"; $(PY) $$s || exit 1; done
 
 # Mutation testing (not part of `make test`; tests/MUTATION.md has the scores and the equivalent mutants).
 # Installs the pinned mutmut and runs it once per module, each in a scratch copy _build/mutation/<module>/

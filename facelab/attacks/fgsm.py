@@ -80,18 +80,34 @@ def ifgsm(x: Tensor, loss_fn: LossFn, eps: float, steps: int, alpha: float | Non
         noise = (torch.rand(x.shape, generator=generator, device=x.device if generator is None else generator.device)
                  .to(x) * 2 - 1) * eps
         x_adv = project_linf(x + (noise if m is None else noise * m), x, eps)
+    if steps == 0:
+        return x_adv
+    # the eps-ball ∩ [0, 1] once: clamp(v, lo, hi) == project_linf(v, x, eps) bit for bit (x in [0, 1])
+    lo, hi = (x - eps).clamp_(min=0.0), (x + eps).clamp_(max=1.0)
     active = torch.ones(x.shape[0], dtype=torch.bool, device=x.device)
     for _ in range(steps):
         if stop is not None:
             active = active & ~stop(x_adv).to(torch.bool).view(-1)
             if not active.any():
                 break
-        g = input_gradient(x_adv, loss_fn).sign()
+        g = _own_gradient(x_adv, loss_fn).sign_()
         if m is not None:
-            g = g * m
-        g = g * active.view(-1, 1, 1, 1).to(g)
-        x_adv = project_linf(x_adv + alpha * g, x, eps)
+            g.mul_(m)
+        if stop is not None:
+            g.mul_(active.view(-1, 1, 1, 1).to(g))
+        x_adv = torch.clamp(x_adv + alpha * g, lo, hi)
     return x_adv
+
+
+def _own_gradient(x_adv: Tensor, loss_fn: LossFn) -> Tensor:
+    """:func:`input_gradient` for a tensor the caller owns (no copy: it gets ``requires_grad`` for the call)."""
+    x_adv.requires_grad_(True)
+    try:
+        with torch.enable_grad():
+            (g,) = torch.autograd.grad(loss_fn(x_adv).sum(), x_adv)
+    finally:
+        x_adv.requires_grad_(False)
+    return g
 
 
 class FGSM(Attack):

@@ -165,7 +165,7 @@ class BlazeFace(FaceDetector):
     def raw(self, x: Tensor) -> Tensor:
         """The net on a preprocessed batch: [B,896,17] (logit, box x, y, w, h, 6 keypoints x, y), Human's order."""
         outs = self.graph(x)
-        by_shape = {(o.shape[1], o.shape[2]): o for o in outs}
+        by_shape = {(int(o.shape[1]), int(o.shape[2])): o for o in outs}  # int(): traced sizes are tensors
         try:
             c512 = torch.cat([by_shape[(512, 1)], by_shape[(512, 16)]], -1)
             c384 = torch.cat([by_shape[(384, 1)], by_shape[(384, 16)]], -1)

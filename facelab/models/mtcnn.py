@@ -148,6 +148,26 @@ def pyramid_scales(h: int, w: int, min_face_size: float = 20, factor: float = 0.
     return scales
 
 
+def _area_matrix(n_out: int, n_in: int, like: Tensor) -> Tensor:
+    """[n_out, n_in] rows averaging input cells ``floor(i n_in / n_out) .. ceil((i+1) n_in / n_out) - 1``
+    (the windows of adaptive average pooling, i.e. ``interpolate(mode="area")``)."""
+    i = torch.arange(n_out, device=like.device)
+    lo, hi = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+    j = torch.arange(n_in, device=like.device)
+    inside = ((j[None] >= lo[:, None]) & (j[None] < hi[:, None])).to(like.dtype)
+    return inside / (hi - lo)[:, None].to(like.dtype)
+
+
+def _area_resize(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``F.interpolate(x, size, mode="area")``; while tracing (``torch.onnx.export``) the same box averages as
+    two matrix products, since adaptive pooling by a non-integer factor has no ONNX form (float rounding
+    differs from the eager op only in the order of the sums)."""
+    if not torch.jit.is_tracing():
+        return F.interpolate(x, size=size, mode="area")
+    (oh, ow), (ih, iw) = (int(n) for n in size), (int(n) for n in x.shape[-2:])
+    return _area_matrix(oh, ih, x) @ x @ _area_matrix(ow, iw, x).t()
+
+
 def _preprocess(x255: Tensor) -> Tensor:
     return (x255 - 127.5) * 0.0078125
 
@@ -308,7 +328,7 @@ class MTCNN(FaceDetector):
         h, w = images.shape[2:]
         out = []
         for scale in pyramid_scales(h, w, self.min_face_size, self.factor):
-            im = F.interpolate(x255, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+            im = _area_resize(x255, (int(h * scale + 1), int(w * scale + 1)))
             reg, logits = self.pnet(_preprocess(im))
             out.append((scale, reg, logits))
         return out

@@ -165,6 +165,7 @@ def tf_resize_bilinear(x: Tensor, size: tuple[int, int] | int, align_corners: bo
 
 def same_padding(n: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """TF 'same' padding (before, after) of one axis of length ``n``."""
+    n = int(n)  # a traced size (torch.onnx.export / jit.trace) becomes a constant, so pads and kernels stay static
     k = (kernel - 1) * dilation + 1
     out = math.ceil(n / stride)
     total = max((out - 1) * stride + k - n, 0)
@@ -183,6 +184,17 @@ def pad_same(x: Tensor, kernel: int | tuple[int, int], stride: int | tuple[int, 
     return F.pad(x, (left, right, top, bottom), value=value)
 
 
+def _lead_zeros(weight: Tensor, rows: int, cols: int) -> Tensor:
+    """``weight`` [O,I,kh,kw] with ``rows`` zero rows and ``cols`` zero columns prepended (``F.pad``'s result;
+    built by concatenation with static sizes so that torch.onnx.export still sees the kernel's shape)."""
+    o, i, kh, kw = (int(n) for n in weight.shape)
+    if cols:
+        weight = torch.cat([weight.new_zeros(o, i, kh, cols), weight], -1)
+    if rows:
+        weight = torch.cat([weight.new_zeros(o, i, rows, kw + cols), weight], -2)
+    return weight
+
+
 def conv2d_same(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: int = 1, groups: int = 1) -> Tensor:
     """``tf.conv2d`` / ``tf.depthwiseConv2d`` with ``padding='same'`` (torch weight layout).
 
@@ -196,7 +208,7 @@ def conv2d_same(x: Tensor, weight: Tensor, bias: Tensor | None = None, stride: i
     left, right = same_padding(x.shape[-1], kw, stride)
     if (groups > 1 and groups == x.shape[1] and 0 <= bottom - top <= 1 and 0 <= right - left <= 1
             and (bottom, right) != (top, left)):
-        weight = F.pad(weight, (right - left, 0, bottom - top, 0))
+        weight = _lead_zeros(weight, bottom - top, right - left)
         return F.conv2d(x, weight, bias, stride=stride, padding=(bottom, right), groups=groups)
     ph, pw = min(top, bottom), min(left, right)
     if (top, bottom, left, right) != (ph, ph, pw, pw):
