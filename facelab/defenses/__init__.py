@@ -19,7 +19,9 @@ Defenses here:
 * :func:`median_smooth` / :class:`MedianSmoothing`: feature squeezing's median filter (scipy's semantics);
 * :func:`gaussian_blur` / :class:`GaussianBlur`: Gaussian smoothing, differentiable;
 * :func:`jpeg_compress` / :class:`JPEGCompression`: JPEG round trip (Guo et al. 2018), BPDA;
-* :func:`random_resize_pad` / :class:`RandomResizePad`: Randomization (Xie et al. 2018), random (EOT).
+* :func:`random_resize_pad` / :class:`RandomResizePad`: Randomization (Xie et al. 2018), random (EOT);
+* :func:`resgn_clean` / :class:`ResGNCleaner`: a trained ResGN cleaner (Su et al. 2019), differentiable;
+* :class:`~facelab.defenses.saliency_mask.SaliencyMask`: Hayes' saliency mask (guided backprop, μ, n, φ), BPDA.
 """
 
 from facelab.defenses.base import Defense, check_float, check_int, straight_through
@@ -29,10 +31,15 @@ from facelab.defenses.gaussian import GaussianBlur, gaussian_blur
 from facelab.defenses.jpeg import JPEGCompression, jpeg_compress
 from facelab.defenses.median import MedianSmoothing, median_smooth
 from facelab.defenses.randomization import RandomResizePad, random_resize_pad
+from facelab.defenses.resgn import ResGNCleaner, resgn_clean
 
 __all__ = [
     "Defense", "straight_through", "check_int", "check_float", "defended", "DefendedClassifier",
     "DefendedEmbedder", "DefendedDetector", "bit_depth_reduction", "BitDepthReduction", "median_smooth",
     "MedianSmoothing", "gaussian_blur", "GaussianBlur", "jpeg_compress", "JPEGCompression", "random_resize_pad",
-    "RandomResizePad",
+    "RandomResizePad", "resgn_clean", "ResGNCleaner",
 ]
+
+from facelab.defenses.saliency_mask import SaliencyMask, guided_relus, saliency_map  # noqa: E402 (chapter 3)
+
+__all__ += ["SaliencyMask", "guided_relus", "saliency_map"]

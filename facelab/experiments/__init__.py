@@ -6,4 +6,8 @@ experiment class, ``run(cfg)`` and ``tolerance_floor(card)`` (see book/contribut
 
 CHAPTERS: dict[str, str] = {
     "01_universal_patches": "facelab.experiments.universal_patches",
+    "02_lip": "facelab.experiments.lip",
+    "03_eyeglasses": "facelab.experiments.eyeglasses",
+    "04_attributes": "facelab.experiments.attributes",
+    "05_resgn": "facelab.experiments.resgn",
 }

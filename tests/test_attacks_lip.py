@@ -1,0 +1,228 @@
+"""IMP / LP / LIP (facelab.attacks.lip) and the ERF measurement (facelab.attacks.erf) on a small conv detector."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from facelab.attacks import erf
+from facelab.attacks.lip import (
+    METHODS, anchor_regions, assign_anchors, box_regions, dense_of, disc_regions, imp_loss, instance_gradients,
+    instance_losses, lip_attack, lip_loss, localized_gradient, region_groups,
+)
+from facelab.models.base import DenseOutput
+from test_attacks_patch import TinyDetector
+
+#: TinyDetector's theoretical receptive field: 3x3 convs at strides 1, 2, 2 and a 3x3 head at stride 4:
+#: 1 + 2 + 2*2 + 2*4 + 2*4 = 23 pixels wide, radius 11
+TINY_TRF_RADIUS = 11
+
+
+def scene(n_faces=2, size=64, spread=True, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, size, size, generator=g) * 0.5 + 0.25
+    if spread:
+        boxes = torch.tensor([[4.0, 4.0, 20.0, 20.0], [44.0, 44.0, 60.0, 60.0], [4.0, 44.0, 20.0, 60.0]])[:n_faces]
+    else:
+        boxes = torch.tensor([[20.0, 24.0, 36.0, 40.0], [30.0, 24.0, 46.0, 40.0]])[:n_faces]
+    return x, boxes
+
+
+@pytest.fixture(scope="module")
+def det():
+    return TinyDetector().eval()
+
+
+def losses_fn(det, boxes):
+    def f(X):
+        return torch.stack(instance_losses(dense_of(det, X), [boxes] * X.shape[0]))
+    return f
+
+
+# -- assignment and losses -----------------------------------------------------------------------------
+def test_assign_anchors_by_decoded_iou_and_best_prior():
+    anchors = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [100, 100, 110, 110], [0, 0, 40, 40]])
+    decoded = anchors.clone()
+    decoded[2] = torch.tensor([21.0, 21, 31, 31])  # decoded onto face 1 although its prior is far away
+    gt = torch.tensor([[0.0, 0, 10, 10], [20, 20, 30, 30], [200, 200, 210, 210]])
+    a = assign_anchors(decoded, anchors, gt, 0.3)
+    # anchor 0 -> face 0 (IoU 1), anchor 1 and 2 -> face 1, anchor 3 (IoU 0.0625 with face 0) stays background,
+    # face 2 overlaps nothing but keeps its best prior (the first, all IoU 0 -> argmax 0 ... overwritten to 2)
+    assert a.tolist()[1:3] == [1, 1] and a[3] == -1
+    assert (a == 2).sum() == 1  # every face keeps one prior
+    with pytest.raises(ValueError, match="iou"):
+        assign_anchors(decoded, anchors, gt, 0.0)
+
+
+def test_instance_losses_are_softplus_sums_over_assigned_anchors():
+    anchors = torch.tensor([[[0.0, 0, 10, 10], [0, 0, 10, 11], [50, 50, 60, 60]]])
+    logits = torch.tensor([[2.0, -1.0, 3.0]])
+    d = DenseOutput(anchors, anchors, torch.sigmoid(logits), logits)
+    (L,) = instance_losses(d, [torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])])
+    assert torch.allclose(L, torch.tensor([F.softplus(torch.tensor(2.0)) + F.softplus(torch.tensor(-1.0)),
+                                           F.softplus(torch.tensor(3.0))]))
+    # without logits: -log(1 - s), the same value
+    d2 = DenseOutput(anchors, anchors, torch.sigmoid(logits), None)
+    assert torch.allclose(instance_losses(d2, [torch.tensor([[0.0, 0, 10, 10], [50, 50, 60, 60]])])[0], L, atol=1e-5)
+    with pytest.raises(ValueError, match="gts"):
+        instance_losses(d, [])
+
+
+# -- regions ---------------------------------------------------------------------------------------------
+def test_box_and_disc_regions_hand_counted():
+    b = box_regions(torch.tensor([[1.0, 2.0, 4.0, 3.0]]), (6, 6))  # pixel centres x 1.5..3.5, y 2.5
+    assert b.sum() == 3 and b[0, 2, 1:4].tolist() == [1, 1, 1]
+    d = disc_regions(torch.tensor([[3.0, 3.0]]), 1.0, (6, 6))  # centres (2.5|3.5, 2.5|3.5): 4 at distance 0.71
+    assert d.sum() == 4
+    assert disc_regions(torch.tensor([[3.0, 3.0]]), 0.0, (6, 6)).sum() == 0
+    with pytest.raises(ValueError, match="radius"):
+        disc_regions(torch.tensor([[3.0, 3.0]]), -1.0, (6, 6))
+
+
+def test_region_groups_separate_close_regions_only():
+    far = disc_regions(torch.tensor([[5.0, 5.0], [55.0, 55.0]]), 3.0, (64, 64))
+    assert region_groups(far, 10) == [[0, 1]]
+    assert region_groups(far, 80) == [[0], [1]]
+    with pytest.raises(ValueError, match="reach"):
+        region_groups(far, -1)
+
+
+def test_anchor_regions_cover_the_assigned_priors(det):
+    x, boxes = scene(1)
+    d = det.dense(x)
+    r = anchor_regions(d, boxes, (64, 64))
+    a = assign_anchors(d.boxes[0], d.anchors[0], boxes)
+    union = box_regions(d.anchors[0][a == 0], (64, 64)).amax(0)
+    assert torch.equal(r[0], union) and r[0].sum() > 0
+
+
+# -- per-instance gradients --------------------------------------------------------------------------------
+def test_batched_instance_gradients_equal_the_loop(det):
+    x, boxes = scene(3)
+    f = losses_fn(det, boxes)
+    loop = instance_gradients(f, x, "loop")
+    assert loop.shape == (3, 3, 64, 64) and loop.abs().sum() > 0
+    for mode in ("replicate", "vmap"):
+        assert torch.allclose(instance_gradients(f, x, mode), loop, atol=1e-6), mode
+    # each instance's gradient is its own: instance 0's differs from the sum
+    assert not torch.allclose(loop[0], loop.sum(0))
+    with pytest.raises(ValueError, match="mode"):
+        instance_gradients(f, x, "bogus")
+    with pytest.raises(ValueError, match="one image"):
+        instance_gradients(f, torch.cat([x, x]), "loop")
+
+
+def test_grouped_gradients_exact_beyond_the_receptive_field(det):
+    x, boxes = scene(2, spread=True)  # faces ~40 px apart: regions of radius 4 are > 2 TRF radii apart
+    f = losses_fn(det, boxes)
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 4.0, (64, 64))
+    loop = instance_gradients(f, x, "loop")
+    groups = region_groups(masks, 2 * TINY_TRF_RADIUS)
+    assert groups == [[0, 1]]
+    g = instance_gradients(f, x, "group", masks=masks, groups=groups)
+    assert torch.allclose(g, loop * masks[:, None], atol=1e-6)
+    # close faces: one group is not exact (the neighbour's loss reaches the region) -- the reason for reach
+    x2, b2 = scene(2, spread=False)
+    f2 = losses_fn(det, b2)
+    m2 = disc_regions((b2[:, :2] + b2[:, 2:]) / 2, 4.0, (64, 64))
+    wrong = instance_gradients(f2, x2, "group", masks=m2, groups=[[0, 1]])
+    assert not torch.allclose(wrong, instance_gradients(f2, x2, "loop") * m2[:, None], atol=1e-6)
+    with pytest.raises(ValueError, match="group"):
+        instance_gradients(f, x, "group")
+
+
+def test_lip_loss_gradient_is_the_sum_of_cropped_instance_gradients(det):
+    x, boxes = scene(3)
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 9.0, (64, 64))
+    R = localized_gradient(instance_gradients(losses_fn(det, boxes), x, "loop"), masks)
+    xx = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(lip_loss(det, [boxes], [masks])(xx).sum(), xx)
+    assert torch.allclose(g, -R, atol=1e-6)  # ifgsm ascends the objective: it steps along -sign(R)
+    # IMP's objective: minus the sum of all instance losses
+    xx = x.clone().requires_grad_(True)
+    (gi,) = torch.autograd.grad(imp_loss(det, [boxes])(xx).sum(), xx)
+    assert torch.allclose(gi, -instance_gradients(losses_fn(det, boxes), x, "loop").sum(0, keepdim=True), atol=1e-6)
+    with pytest.raises(ValueError, match="masks"):
+        localized_gradient(torch.zeros(2, 3, 4, 4), torch.zeros(3, 4, 4))
+    with pytest.raises(ValueError, match=r"masks\[0\]"):
+        lip_loss(det, [boxes], [masks[:2]])
+
+
+# -- the attack ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("method", METHODS)
+def test_attack_stays_in_the_ball_and_inside_its_regions(det, method):
+    x, boxes = scene(2)
+    regions = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 8.0, (64, 64))
+    eps = 4 / 255
+    xa = lip_attack(det, x, [boxes], method, eps, 3, 2 / 255, regions=[regions])
+    assert (xa - x).abs().max() <= eps + 1e-6 and xa.min() >= 0 and xa.max() <= 1
+    changed = (xa - x).abs().sum(1)[0] > 0
+    if method == "imp":
+        assert changed[regions.amax(0) == 0].any()  # the whole-image gradient moves pixels outside the regions
+    else:
+        assert not changed[regions.amax(0) == 0].any()  # nothing outside the instance regions
+        assert changed.any()
+    assert torch.equal(lip_attack(det, x, [boxes], method, eps, 0, regions=[regions]), x)
+
+
+def test_attack_lowers_the_instance_losses_and_full_regions_lip_equals_imp(det):
+    x, boxes = scene(1)
+    full = torch.ones(1, 64, 64)
+    imp = lip_attack(det, x, [boxes], "imp", 8 / 255, 3, 2 / 255)
+    lip = lip_attack(det, x, [boxes], "lip_h", 8 / 255, 3, 2 / 255, regions=[full])
+    assert torch.equal(imp, lip)  # one face, its region the whole image: LIP is IMP
+    f = losses_fn(det, boxes)
+    assert f(imp)[0, 0] < f(x)[0, 0]
+
+
+def test_attack_rejects_bad_input(det):
+    x, boxes = scene(1)
+    with pytest.raises(ValueError, match="method"):
+        lip_attack(det, x, [boxes], "fgsm", 1 / 255, 1)
+    with pytest.raises(ValueError, match="regions"):
+        lip_attack(det, x, [boxes], "lip_a", 1 / 255, 1)
+    with pytest.raises(ValueError, match="gts"):
+        lip_attack(det, x, [boxes, boxes], "imp", 1 / 255, 1)
+    with pytest.raises(TypeError, match="dense output"):
+        dense_of(torch.nn.Identity(), x)
+
+
+def test_stop_rule_freezes_a_scene_without_live_faces(det):
+    x, boxes = scene(1)
+    xa = lip_attack(det, x, [boxes], "imp", 8 / 255, 3, 2 / 255, stop_delta=1.0)  # no score reaches 1: stop at once
+    assert torch.equal(xa, x)
+
+
+# -- ERF -------------------------------------------------------------------------------------------------
+def test_gaussian_r2_and_erf_stats_on_known_maps():
+    ys, xs = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    g = torch.exp(-((xs - 20) ** 2 + (ys - 18) ** 2) / (2 * 4.0 ** 2))
+    assert erf.gaussian_r2(g) > 0.999
+    assert erf.gaussian_r2(torch.rand(41, 41, generator=torch.Generator().manual_seed(0))) < 0.2
+    st = erf.erf_stats(g, threshold=math.exp(-2))  # the 2-sigma disc: radius 8 -> area ~ pi 64
+    assert abs(st["erf_radius"] - 8.0) < 0.6 and (st["peak_x"], st["peak_y"]) == (20.0, 18.0)
+    assert st["trf_area"] == 41 * 41 and 0 < st["ratio"] < 1
+    with pytest.raises(ValueError, match="threshold"):
+        erf.erf_stats(g, threshold=1.5)
+    with pytest.raises(ValueError, match="zero"):
+        erf.erf_stats(torch.zeros(5, 5))
+    assert erf.erf_radius_in_image(10.0, 256, (128, 512)) == 20.0
+
+
+def test_erf_of_the_tiny_detector_lies_inside_its_theoretical_rf(det):
+    ims = torch.rand(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    d = det.dense(ims[:1])
+    scales = erf.anchor_scales(d.anchors[0])
+    assert sorted(scales) == [8.0, 16.0, 32.0]
+    a = erf.centre_anchor(d.anchors[0], scales[16.0], (64, 64))
+    c = (d.anchors[0, a, :2] + d.anchors[0, a, 2:]) / 2
+    grads = erf.erf_gradients(det, ims, a)
+    ys, xs = torch.nonzero(grads.amax(0) > 0, as_tuple=True)
+    assert (xs - c[0]).abs().max() <= TINY_TRF_RADIUS and (ys - c[1]).abs().max() <= TINY_TRF_RADIUS
+    st = erf.erf_stats(grads.mean(0), support=grads.amax(0))
+    assert st["erf_area"] <= st["trf_area"] <= (2 * TINY_TRF_RADIUS + 1) ** 2
+    with pytest.raises(ValueError, match="anchor"):
+        erf.erf_gradients(det, ims, 10 ** 6)
