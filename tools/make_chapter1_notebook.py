@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nbformat
 
+from notebook_parts import CHECK, parameters, results_card, write_notebook
+
 from facelab.experiments import universal_patches as up
-from facelab.experiments.base import parameters_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_universal_patches.ipynb"
 OUT_DIR = "../runs/default/01_universal_patches"
@@ -271,9 +272,6 @@ else:
     else:
         print("seed variants: not measured for this reference")"""
 
-CHECK = r"""# NBVAL_CHECK_OUTPUT
-print(exp.check_reproduction())"""
-
 CARD_MD = r"""## Results card"""
 
 CARD = r"""import json
@@ -308,10 +306,7 @@ training list by rank and averages the patch gradient across processes (`all_red
 
 def cells() -> list:
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    params = code(parameters_cell(up.Config, out_dir=OUT_DIR))
-    params.metadata["tags"] = ["parameters"]
-    card = code(CARD)
-    card.metadata["tags"] = ["results-card", "hide-output"]
+    params, card = parameters(up.Config, OUT_DIR), results_card(CARD)
     return [md(INTRO), params, code(SETUP), md(DELTA_MD), code(DELTA), md(T1_MD), code(T1), code(FIG2), md(OBS_MD),
             code(OBS), md(GEN_MD), code(GEN), code(GEN_FIG), md(T2_MD), code(T2), md(T3_MD), code(T3), code(FIG67),
             md(FIG1_MD), code(FIG1), md(PART_MD), code(PART), md(EXPL_MD), code(EXPL), md(SUM_MD), code(SUM),
@@ -319,12 +314,7 @@ def cells() -> list:
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python (facelab)", "language": "python", "name": "facelab"},
-                   "language_info": {"name": "python"}}
-    nb.cells = cells()
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK} ({len(nb.cells)} cells, no outputs)")
+    write_notebook(cells(), NOTEBOOK)
 
 
 if __name__ == "__main__":

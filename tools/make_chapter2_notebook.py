@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nbformat
 
+from notebook_parts import CHECK, parameters, results_card, write_notebook
+
 from facelab.experiments import lip
-from facelab.experiments.base import parameters_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "02_lip.ipynb"
 OUT_DIR = "../runs/default/02_lip"
@@ -243,9 +244,6 @@ else:
     print(pd.DataFrame([{"number": k, "reference": round(ref["reference"][k], 3), "kernel spread": round(ref["spread"][k], 3),
                          "tolerance": round(ref["tolerance"][k], 3)} for k in keys[:12]]).to_string(index=False))"""
 
-CHECK = r"""# NBVAL_CHECK_OUTPUT
-print(exp.check_reproduction())"""
-
 CARD_MD = r"""## Results card"""
 
 CARD = r"""import json
@@ -277,10 +275,7 @@ naive loop, `torch.func` vmap and grouped copies."""
 
 def cells() -> list:
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    params = code(parameters_cell(lip.Config, out_dir=OUT_DIR))
-    params.metadata["tags"] = ["parameters"]
-    card = code(CARD)
-    card.metadata["tags"] = ["results-card", "hide-output"]
+    params, card = parameters(lip.Config, OUT_DIR), results_card(CARD)
     return [md(INTRO), params, code(SETUP), md(ERF_MD), code(ERF), md(IPI_MD), code(IPI), code(IPI_FIG), md(GRAD_MD),
             code(GRAD), md(METHODS_MD), code(METHODS), code(METHODS_FIG), md(OBJ_MD), code(OBJ), md(EXPL_MD),
             code(EXPL), md(SUM_MD), code(SUM), md(SPREAD_MD), code(SPREAD), code(CHECK), md(CARD_MD), card,
@@ -288,12 +283,7 @@ def cells() -> list:
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python (facelab)", "language": "python", "name": "facelab"},
-                   "language_info": {"name": "python"}}
-    nb.cells = cells()
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK} ({len(nb.cells)} cells, no outputs)")
+    write_notebook(cells(), NOTEBOOK)
 
 
 if __name__ == "__main__":

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nbformat
 
+from notebook_parts import CHECK, parameters, results_card, write_notebook
+
 from facelab.experiments import eyeglasses as eg
-from facelab.experiments.base import parameters_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "03_eyeglasses.ipynb"
 OUT_DIR = "../runs/default/03_eyeglasses"
@@ -242,9 +243,6 @@ else:
     print(pd.DataFrame([{"number": k, "reference": round(ref["reference"][k], 3), "kernel spread": round(ref["spread"][k], 3),
                          "tolerance": round(ref["tolerance"][k], 3)} for k in keys[:12]]).to_string(index=False))"""
 
-CHECK = r"""# NBVAL_CHECK_OUTPUT
-print(exp.check_reproduction())"""
-
 CARD_MD = r"""## Results card"""
 
 CARD = r"""import json
@@ -275,10 +273,7 @@ facelab run 03_eyeglasses -p pubfig_root /data/pubfig30 -p backbone vgg16 -p bac
 
 def cells() -> list:
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    params = code(parameters_cell(eg.Config, out_dir=OUT_DIR))
-    params.metadata["tags"] = ["parameters"]
-    card = code(CARD)
-    card.metadata["tags"] = ["results-card", "hide-output"]
+    params, card = parameters(eg.Config, OUT_DIR), results_card(CARD)
     return [md(INTRO), params, code(SETUP), md(FRS_MD), code(FRS), md(ATTACK_MD), code(ATTACK), md(SAL_MD), code(SAL),
             md(GRID_MD), code(GRID), md(BLOG_MD), code(BLOG), code(DEF_FIG), md(EOT_MD), code(EOT), md(ADA_MD),
             code(ADA), md(EXPL_MD), code(EXPL), md(SUM_MD), code(SUM), md(SPREAD_MD), code(SPREAD), code(CHECK),
@@ -286,12 +281,7 @@ def cells() -> list:
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python (facelab)", "language": "python", "name": "facelab"},
-                   "language_info": {"name": "python"}}
-    nb.cells = cells()
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK} ({len(nb.cells)} cells, no outputs)")
+    write_notebook(cells(), NOTEBOOK)
 
 
 if __name__ == "__main__":

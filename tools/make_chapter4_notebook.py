@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nbformat
 
+from notebook_parts import CHECK, parameters, results_card, write_notebook
+
 from facelab.experiments import attributes as at
-from facelab.experiments.base import parameters_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "04_attributes.ipynb"
 OUT_DIR = "../runs/default/04_attributes"
@@ -216,9 +217,6 @@ else:
                          "kernel spread": round(ref["spread"][k], 3), "tolerance": round(ref["tolerance"][k], 3)}
                         for k in keys[:12]]).to_string(index=False))"""
 
-CHECK = r"""# NBVAL_CHECK_OUTPUT
-print(exp.check_reproduction())"""
-
 CARD = r"""import json
 card_path = exp.write_card()
 card = json.loads(card_path.read_text())
@@ -255,10 +253,7 @@ facelab run 04_attributes -p celeba_root /data/celeba -p n_images 1000 -p crop "
 
 def cells() -> list:
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    params = code(parameters_cell(at.Config, out_dir=OUT_DIR))
-    params.metadata["tags"] = ["parameters"]
-    card = code(CARD)
-    card.metadata["tags"] = ["results-card", "hide-output"]
+    params, card = parameters(at.Config, OUT_DIR), results_card(CARD)
     return [md(INTRO), params, code(SETUP), md(CLEAN_MD), code(CLEAN), md(ATT_MD), code(ATT), md(T1_MD), code(T1),
             md(FIG1_MD), code(FIG1), md(FIG3_MD), code(FIG3), md(NAT_MD), code(NAT), md(FIG45_MD), code(FIG45),
             md(T2_MD), code(T2), md(EXPL_MD), code(EXPL), md(SUM_MD), code(SUM), md(SPREAD_MD), code(SPREAD),
@@ -266,12 +261,7 @@ def cells() -> list:
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python (facelab)", "language": "python", "name": "facelab"},
-                   "language_info": {"name": "python"}}
-    nb.cells = cells()
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK} ({len(nb.cells)} cells, no outputs)")
+    write_notebook(cells(), NOTEBOOK)
 
 
 if __name__ == "__main__":

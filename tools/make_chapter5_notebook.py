@@ -11,8 +11,9 @@ from pathlib import Path
 
 import nbformat
 
+from notebook_parts import CHECK, parameters, results_card, write_notebook
+
 from facelab.experiments import resgn as rg
-from facelab.experiments.base import parameters_cell
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "05_resgn.ipynb"
 OUT_DIR = "../runs/default/05_resgn"
@@ -237,9 +238,6 @@ else:
     print(pd.DataFrame([{"number": k, "reference": round(ref["reference"][k], 3), "kernel spread": round(ref["spread"][k], 3),
                          "tolerance": round(ref["tolerance"][k], 3)} for k in keys[:15]]).to_string(index=False))"""
 
-CHECK = r"""# NBVAL_CHECK_OUTPUT
-print(exp.check_reproduction())"""
-
 CARD_MD = r"""## Results card"""
 
 CARD = r"""import json
@@ -273,10 +271,7 @@ when the same command is run again."""
 
 def cells() -> list:
     md, code = nbformat.v4.new_markdown_cell, nbformat.v4.new_code_cell
-    params = code(parameters_cell(rg.Config, out_dir=OUT_DIR))
-    params.metadata["tags"] = ["parameters"]
-    card = code(CARD)
-    card.metadata["tags"] = ["results-card", "hide-output"]
+    params, card = parameters(rg.Config, OUT_DIR), results_card(CARD)
     return [md(INTRO), params, code(SETUP), md(VERIF_MD), code(VERIF), md(TRAIN_MD), code(TRAIN_A), code(TRAIN_B),
             md(T1_MD), code(T1), md(FIG2_MD), code(FIG2), md(T2_MD), code(T2), md(AD_MD), code(AD), md(EXPL_MD),
             code(EXPL), md(SUM_MD), code(SUM), md(SPREAD_MD), code(SPREAD), code(CHECK), md(CARD_MD), card,
@@ -284,12 +279,7 @@ def cells() -> list:
 
 
 def main() -> None:
-    nb = nbformat.v4.new_notebook()
-    nb.metadata = {"kernelspec": {"display_name": "Python (facelab)", "language": "python", "name": "facelab"},
-                   "language_info": {"name": "python"}}
-    nb.cells = cells()
-    nbformat.write(nb, NOTEBOOK)
-    print(f"wrote {NOTEBOOK} ({len(nb.cells)} cells, no outputs)")
+    write_notebook(cells(), NOTEBOOK)
 
 
 if __name__ == "__main__":
