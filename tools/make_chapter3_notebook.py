@@ -266,8 +266,8 @@ conv1_1 … conv5_3), the blog's 60 attackers and a fuller grid, on a GPU:
 
 ```
 facelab run 03_eyeglasses -p pubfig_root /data/pubfig30 -p backbone vgg16 -p backbone_weights /models/vgg_face.pth \
-    -p image_size 224 -p attackers 60 -p device cuda -y 'mus: [0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]' \
-    -y 'ns: [0, 2, 4, 6, 8, 10, 12]' -y 'phis: [0, 20, 40, 80, 160, 320]'
+    -p image_size 224 -p attackers 60 -p device cuda -p mus '[0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98]' \
+    -p ns '[0, 2, 4, 6, 8, 10, 12]' -p phis '[0, 20, 40, 80, 160, 320]'
 ```"""
 
 

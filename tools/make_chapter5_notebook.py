@@ -259,8 +259,8 @@ facelab run 05_resgn --out runs/main     # or, in place:
 VGG-Face weights given by path, the paper's ResGN and schedule, on a GPU:
 
 ```
-facelab run 05_resgn -p lfw_root /data/lfw -p pairs /data/lfw/pairs.txt -y 'train_folds: [0,1,2,3,4,5]' \
-    -y 'test_folds: [6,7,8,9]' -p target facenet -p facenet_weights /models/facenet_vggface2.pt \
+facelab run 05_resgn -p lfw_root /data/lfw -p pairs /data/lfw/pairs.txt -p train_folds '[0,1,2,3,4,5]' \
+    -p test_folds '[6,7,8,9]' -p target facenet -p facenet_weights /models/facenet_vggface2.pt \
     -p texture_net vggface -p vggface_weights /models/vgg_face.pt -p eta 1.1 -p crop 160 -p crop_fraction 0.55 \
     -p blocks 24 -p width 64 -p steps 250000 -p batch_size 16 -p lr 0.0001 -p device cuda
 ```
