@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facelab-installed
 RUN ?= runs/main
 PYTEST_ARGS ?=
 
-.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool bench-setup bench
+.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool mutation-known bench-setup bench
 
 help:
 	@echo "make test   - set up (venv, pinned install, kernel, assets) and run the whole test suite"
@@ -82,12 +82,17 @@ bench: bench-setup assets
 # `make mutation MUTATION_MODULES=metrics` runs one module; MUTATION_JOBS sets mutmut's parallel children.
 MUTMUT_PIN := mutmut==3.8.1
 MUTATION_DIR := _build/mutation
-MUTATION_MODULES ?= metrics attacks defenses assets
+MUTATION_MODULES ?= metrics attacks defenses assets experiments
 MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
-MUTATION_TESTS_metrics := test_metrics_detection.py test_metrics_widerface.py test_metrics_uncertainty.py test_properties.py
-MUTATION_TESTS_attacks := test_attacks_patch.py test_properties.py
-MUTATION_TESTS_defenses := test_defenses.py
+MUTATION_TESTS_metrics := test_metrics_detection.py test_metrics_widerface.py test_metrics_uncertainty.py \
+	test_metrics_verification.py test_pass_score.py test_properties.py test_attacks_patch.py
+MUTATION_TESTS_attacks := test_attacks_patch.py test_attacks_fgsm.py test_attacks_lip.py test_attacks_eyeglasses.py \
+	test_attacks_ffa.py test_line_search.py test_properties.py
+MUTATION_TESTS_defenses := test_defenses.py test_defenses_saliency_mask.py test_models_resgn.py
 MUTATION_TESTS_assets := test_assets.py
+# experiments: the shared experiment steps (claims, verdicts, the reproduction check, the spread's tolerances);
+# the chapter modules' own steps are checked by tools/known_mutants.py (their tests train patches and nets)
+MUTATION_TESTS_experiments := test_chapter_framework.py
 
 mutation-tool: $(STAMP)
 	$(PY) -m pip install --quiet "$(MUTMUT_PIN)"
@@ -96,6 +101,11 @@ mutation: mutation-tool
 	@mkdir -p $(MUTATION_DIR) && : > $(MUTATION_DIR)/scores.txt
 	@for m in $(MUTATION_MODULES); do $(MAKE) --no-print-directory mutation-$$m || exit 1; done
 	@echo "mutation score per module (killed incl. timeouts / mutants):" && cat $(MUTATION_DIR)/scores.txt
+	$(MAKE) --no-print-directory mutation-known
+
+# issue 19's hand-made mutants (models, experiment steps, metrics): each must fail the tests (tools/known_mutants.py)
+mutation-known: $(STAMP)
+	$(PY) tools/known_mutants.py
 
 mutation-%: mutation-tool
 	@test -n "$(MUTATION_TESTS_$*)" || { echo "no MUTATION_TESTS_$* in the Makefile"; exit 1; }

@@ -756,3 +756,47 @@ def test_eot_draws_come_from_the_attacks_seed():
         atk.fit(data, epochs=1, batch_size=2)
         runs.append(atk.patch.detach().clone())
     assert torch.equal(runs[0], runs[1])
+
+
+def _paste_face_by_face(image, patch, gt, alpha=0.5, location="top", mask=None):
+    from facelab.attacks.patch import _paste_one
+
+    out = image
+    for b in patch_boxes(gt, alpha, location):
+        out = _paste_one(out, patch, b, mask)
+    return out
+
+
+def test_paste_disjoint_windows_equal_face_by_face_pasting_exactly():
+    """The one-index_copy path for disjoint windows writes the same pixels, with the same patch gradient, as
+    pasting one face after the other (the definition); windows at the border and an empty box included."""
+    g = torch.Generator().manual_seed(3)
+    image = torch.rand(3, 100, 130, generator=g)
+    gt = torch.tensor([[2.3, 1.7, 30.2, 40.9], [50.0, 10.0, 80.5, 44.0], [100.0, 60.0, 140.0, 120.0],
+                       [10.0, 70.0, 10.0, 90.0]])  # the last is empty
+    patch = torch.rand(3, 32, 32, generator=g, requires_grad=True)
+    mask = partial_mask(32, 0.5)
+    for m in (None, mask):
+        fast = paste_patch(image, patch, gt, 0.5, "center", mask=m)
+        slow = _paste_face_by_face(image, patch, gt, 0.5, "center", mask=m)
+        assert torch.equal(fast, slow)
+        w = torch.rand(fast.shape, generator=g)
+        g_fast, = torch.autograd.grad((fast * w).sum(), patch)
+        g_slow, = torch.autograd.grad((slow * w).sum(), patch)
+        torch.testing.assert_close(g_fast, g_slow, rtol=1e-6, atol=1e-7)
+        assert g_fast.abs().sum() > 0
+
+
+def test_paste_overlapping_windows_later_box_covers_earlier():
+    image = torch.zeros(3, 60, 60)
+    black, white = torch.zeros(3, 8, 8), torch.ones(3, 8, 8)
+    gt = torch.tensor([[10.0, 10.0, 40.0, 40.0], [14.3, 14.3, 44.3, 44.3]])  # overlap; fractional edges blend
+    first_white = paste_patch(paste_patch(image, white, gt[:1], 1.0, "center"), black, gt[1:], 1.0, "center")
+    both = _paste_face_by_face(image, white, gt, 1.0, "center")
+    assert torch.equal(paste_patch(image, white, gt, 1.0, "center"), both)
+    # the second box's pixels are the second paste's, whatever lay under them
+    torch.testing.assert_close(both[:, 15:43, 15:43], torch.ones(3, 28, 28))
+    torch.testing.assert_close(first_white[:, 15:43, 15:43], torch.zeros(3, 28, 28))
+    torch.testing.assert_close(first_white[:, 11:14, 11:14], torch.ones(3, 3, 3))
+    # the second window's partly covered edge row blends over the first paste (white), not over the image (black)
+    torch.testing.assert_close(paste_patch(image, white, gt, 1.0, "center")[:, 14, 15:40], torch.ones(3, 25))  # first box outside the second

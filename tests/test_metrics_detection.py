@@ -392,3 +392,27 @@ def test_wider_detection_metrics_thresholds_keep_lists_and_missing_at_delta_zero
     # AFβ on the given grid 0, .5, 1: all: F(P 1, R 2/3) = 0.8 at 0, F(1, 1/3) = 0.5 at .5, 0 at 1 -> (0.8 + 2 * .5) / 4
     assert res["all"]["afbeta"][1.0] == pytest.approx((0.8 + 0.5 + 0.5 + 0.0) / 4)
     assert res["easy"]["afbeta"][1.0] == pytest.approx((2 / 3 + 2 / 3 + 2 / 3 + 0.0) / 4)
+
+
+def test_unit_table_and_patch_rate_keep_a_score_exactly_at_delta_and_iou_exactly_at_threshold():
+    """detection_unit_table and patch_as_face_rate use the same ≥ δ / ≥ IoU rules as precision_recall_at."""
+    from facelab.metrics.detection import detection_unit_table, patch_as_face_rate
+
+    tall = [0.0, 0.0, 10.0, 20.0]  # IoU with FACE_A exactly 0.5
+    dets = [(np.array([tall, [40.0, 40.0, 50.0, 50.0]]), np.array([0.75, 0.75]))]
+    gts = [np.array([FACE_A, FACE_B])]
+    t = detection_unit_table(dets, gts, None, [["u1", "u2"]], delta=0.75)
+    assert (t.total("tp"), t.total("fp"), t.total("faces")) == (1.0, 1.0, 2.0)
+    r = precision_recall_at(dets, gts, delta=0.75)
+    assert (r["tp"], r["fp"], r["n_faces"]) == (1, 1, 2)
+    t = detection_unit_table(dets, gts, None, [["u1", "u2"]], delta=np.nextafter(0.75, 1))
+    assert (t.total("tp"), t.total("fp")) == (0.0, 0.0)
+    t = detection_unit_table(dets, gts, None, [["u1", "u2"]], delta=0.75, iou=np.nextafter(0.5, 1))
+    assert (t.total("tp"), t.total("fp")) == (0.0, 2.0)
+    # a detection at exactly δ covering a patch box with IoU exactly 0.5 is a hit; just above either, it is not
+    patches = [np.array([FACE_A, [60.0, 60.0, 70.0, 70.0]])]
+    assert patch_as_face_rate(dets, patches, delta=0.75) == 0.5
+    assert patch_as_face_rate(dets, patches, delta=np.nextafter(0.75, 1)) == 0.0
+    assert patch_as_face_rate(dets, patches, delta=0.75, iou=np.nextafter(0.5, 1)) == 0.0
+    t = detection_unit_table(dets, gts, None, [["u1", "u2"]], delta=0.75, patch_boxes=[np.array([FACE_A, FACE_B])])
+    assert (t.total("patch_hits"), t.total("patches")) == (1.0, 2.0)

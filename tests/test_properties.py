@@ -216,3 +216,92 @@ def test_patch_stays_in_the_unit_box_and_zero_epochs_change_nothing(seed, lr, me
     assert atk.patch.min() >= 0 and atk.patch.max() <= 1
     assert not torch.equal(atk.patch.detach(), p0)
     assert [p.requires_grad for p in det.parameters()] == [True]
+
+
+# -- ε-ball attacks (I-FGSM / PGD, FFA / FGS, LIP) ------------------------------------------------------
+
+def _quadratic_loss(seed: int):
+    """A smooth loss with a seed-dependent gradient field (batch of per-image losses summed)."""
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(3, 6, 6, generator=g)
+    return lambda z: ((z - 0.5) * w).sum() + (z * z).sum() * 0.1
+
+
+_eps = st.sampled_from([0.0, 1 / 255, 2 / 255, 8 / 255, 0.05, 0.3])
+
+
+@given(st.integers(0, 2 ** 16), _eps, st.integers(0, 6), st.booleans(), st.sampled_from([None, 0.5, 2.0]))
+def test_ifgsm_never_leaves_the_eps_ball_or_the_unit_box(seed, eps, steps, random_start, alpha_ratio):
+    from facelab.attacks.fgsm import ifgsm
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(2, 3, 6, 6, generator=g)
+    x[0, 0, 0, :3] = torch.tensor([0.0, 1.0, 0.5])  # pixels on the box's faces
+    alpha = None if alpha_ratio is None or steps == 0 else eps / steps * alpha_ratio
+    adv = ifgsm(x, _quadratic_loss(seed), eps, steps, alpha, random_start=random_start, generator=g)
+    assert adv.shape == x.shape and adv.dtype == x.dtype
+    assert float((adv - x).abs().max()) <= eps + 1e-7
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    if (steps == 0 and not random_start) or eps == 0:
+        assert torch.equal(adv, x)
+
+
+@given(st.integers(0, 2 ** 16), _eps, st.sampled_from(["euclidean", "softmax"]), st.integers(0, 1))
+def test_ffa_and_fgs_single_step_stay_in_the_eps_ball(seed, eps, kind, index):
+    from facelab.attacks.ffa import ffa, fgs
+
+    g = torch.Generator().manual_seed(seed)
+    net = _ffa_linear(kind, g)
+    x = torch.rand(3, 3, 4, 4, generator=g)
+    for attack in (ffa, fgs):
+        adv = attack(net, x, index, eps)
+        assert float((adv - x).abs().max()) <= eps + 1e-7
+        assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+        if eps == 0:
+            assert torch.equal(adv, x)
+
+
+def _ffa_linear(kind: str, g: torch.Generator):
+    class Linear(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.randn(2, 48, generator=g))
+            self.loss_kind = kind
+
+        def forward(self, x):
+            return x.flatten(1) @ self.w.t()
+
+        def logits(self, x):
+            f = self(x)
+            return torch.stack([torch.zeros_like(f), f], -1)
+
+    return Linear()
+
+
+@pytest.fixture(scope="module")
+def tiny_detector():
+    from test_attacks_patch import TinyDetector
+
+    torch.manual_seed(0)
+    return TinyDetector().eval()
+
+
+@settings(max_examples=10)
+@given(st.integers(0, 2 ** 16), st.sampled_from([0.0, 2 / 255, 0.05]), st.integers(0, 3),
+       st.sampled_from(["imp", "lp", "lip_a", "lip_h"]))
+def test_lip_attacks_stay_in_the_eps_ball_and_lp_outside_the_regions_is_untouched(tiny_detector, seed, eps, steps,
+                                                                                   method):
+    from facelab.attacks.lip import box_regions, lip_attack
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, 32, 32, generator=g)
+    boxes = torch.tensor([[2.0, 2.0, 12.0, 12.0], [18.0, 16.0, 30.0, 30.0]])
+    regions = [box_regions(boxes, (32, 32))]
+    adv = lip_attack(tiny_detector, x, [boxes], method, eps, steps, regions=None if method == "imp" else regions)
+    assert float((adv - x).abs().max()) <= eps + 1e-7
+    assert float(adv.min()) >= 0.0 and float(adv.max()) <= 1.0
+    if steps == 0 or eps == 0:
+        assert torch.equal(adv, x)
+    if method == "lp":
+        outside = regions[0].amax(0) == 0
+        assert torch.equal(adv[0][:, outside], x[0][:, outside])

@@ -128,3 +128,23 @@ def test_torchrun_two_gloo_processes_average_gradients(setup):
     b = torch.load(single / "patch.pt", weights_only=True)
     assert torch.allclose(a, b, atol=1e-4), float((a - b).abs().max())
     assert not torch.allclose(a, init_patch("noise", 128, seed=0), atol=1e-2)
+
+
+def test_the_attack_gets_delta_minus_m_and_the_iou_threshold(setup, tmp_path, monkeypatch):
+    """Issue 19 survivor: train-patch must hand the attack δ − m (--score-margin-threshold), not δ."""
+    from facelab.attacks import UniversalPatchAttack
+    from facelab.cli import build_parser
+
+    _, root, ckpt = setup
+    seen = []
+    init = UniversalPatchAttack.__init__
+
+    def spy(self, model, method="patch_iou", **kw):
+        seen.append((method, kw["score_threshold"], kw["iou_threshold"]))
+        init(self, model, method, **kw)
+
+    monkeypatch.setattr(UniversalPatchAttack, "__init__", spy)
+    args = build_parser("train-patch").parse_args(
+        _args(root, ckpt, tmp_path / "a", 1, "--method", "patch_score", "--iou-threshold", "0.45", "--no-progress"))
+    tp.train_patch(args, victim=TinyDetector())
+    assert seen == [("patch_score", 0.3, 0.45)]  # _args: --delta 0.5 --score-margin-threshold 0.3

@@ -81,20 +81,21 @@ def _resized_texture(patch: Tensor, side: float) -> Tensor:
     return F.interpolate(patch[None], size=(target, target), mode="bilinear", antialias=True, align_corners=False)[0]
 
 
-def _paste_one(image: Tensor, patch: Tensor, box: Tensor, mask: Tensor | None,
-               rotation: float = 0.0, brightness: float = 1.0) -> Tensor:
-    """Paste ``patch`` [3,p,p] into ``image`` [3,H,W] at ``box`` (x1 y1 x2 y2, may be fractional)."""
+def _blend_window(image: Tensor, patch: Tensor, box: Tensor, mask: Tensor | None, rotation: float = 0.0,
+                  brightness: float = 1.0) -> tuple[tuple[int, int, int, int], Tensor] | None:
+    """The pixels of ``image`` [3,H,W] that pasting ``patch`` [3,p,p] at ``box`` (x1 y1 x2 y2, may be fractional)
+    changes: ``((r0, r1, c0, c1), window [3, r1-r0, c1-c0])``, or None when the box covers no pixel."""
     H, W = image.shape[-2:]
     x1, y1, x2, y2 = (float(v) for v in box)
     cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
     hw, hh = (x2 - x1) / 2, (y2 - y1) / 2
     if hw <= 0 or hh <= 0:
-        return image
+        return None
     r = math.hypot(hw, hh) if rotation else max(hw, hh)
     c0, c1 = max(0, math.floor(cx - r)), min(W, math.ceil(cx + r))
     r0, r1 = max(0, math.floor(cy - r)), min(H, math.ceil(cy + r))
     if c0 >= c1 or r0 >= r1:
-        return image
+        return None
     tex = _resized_texture(patch, 2 * max(hw, hh))
     if mask is not None:
         tex = torch.cat([tex, _resized_texture(mask.to(tex), 2 * max(hw, hh))], 0)
@@ -113,10 +114,30 @@ def _paste_one(image: Tensor, patch: Tensor, box: Tensor, mask: Tensor | None,
     if mask is not None:
         cover = cover * sampled[3]
     rgb = rgb.clamp(0, 1)
-    out = image.clone()
     window = image[:, r0:r1, c0:c1]
-    out[:, r0:r1, c0:c1] = window * (1 - cover) + rgb * cover
+    return (r0, r1, c0, c1), window * (1 - cover) + rgb * cover
+
+
+def _paste_one(image: Tensor, patch: Tensor, box: Tensor, mask: Tensor | None,
+               rotation: float = 0.0, brightness: float = 1.0) -> Tensor:
+    """``image`` with ``patch`` pasted at ``box`` (a new tensor; ``image`` itself when nothing is covered)."""
+    blended = _blend_window(image, patch, box, mask, rotation, brightness)
+    if blended is None:
+        return image
+    (r0, r1, c0, c1), window = blended
+    out = image.clone()
+    out[:, r0:r1, c0:c1] = window
     return out
+
+
+def _disjoint(rects: Sequence[tuple[int, int, int, int]]) -> bool:
+    """True when no two pixel rectangles (r0, r1, c0, c1) share a pixel."""
+    if len(rects) < 2:
+        return True
+    r = torch.tensor(rects)
+    rows = (r[:, None, 0] < r[None, :, 1]) & (r[None, :, 0] < r[:, None, 1])
+    cols = (r[:, None, 2] < r[None, :, 3]) & (r[None, :, 2] < r[:, None, 3])
+    return not bool((rows & cols).triu(1).any())
 
 
 def paste_patch(image: Tensor, patch: Tensor, gt_boxes: Tensor, alpha: float = 0.5, location: str = "top",
@@ -133,15 +154,29 @@ def paste_patch(image: Tensor, patch: Tensor, gt_boxes: Tensor, alpha: float = 0
         raise ValueError(f"image: expected [3,H,W], got {tuple(image.shape)}")
     boxes = patch_boxes(gt_boxes, alpha, location)
     patch = patch.to(image)
-    out = image
+    pastes = []
     for box in boxes:
         rot, sc, br = eot.sample(generator) if eot is not None else (0.0, 1.0, 1.0)
         if sc != 1.0:
             c = (box[:2] + box[2:]) / 2
             half = (box[2:] - box[:2]) / 2 * sc
             box = torch.cat([c - half, c + half])
-        out = _paste_one(out, patch, box, mask, rot, br)
-    return out
+        pastes.append((box, rot, br))
+    windows = [w for w in (_blend_window(image, patch, b, mask, rot, br) for b, rot, br in pastes) if w is not None]
+    if not _disjoint([rect for rect, _ in windows]):
+        out = image  # overlapping patches: later pastes cover earlier ones, in box order
+        for box, rot, br in pastes:
+            out = _paste_one(out, patch, box, mask, rot, br)
+        return out
+    if not windows:
+        return image
+    # Disjoint windows (the usual case): the same pixel values written with one out-of-place index_copy, whose
+    # backward is one masked copy of the gradient; pasting face by face cost a full-image clone per face.
+    H, W = image.shape[-2:]
+    flat_idx = torch.cat([(torch.arange(r0, r1)[:, None] * W + torch.arange(c0, c1)[None]).reshape(-1)
+                          for (r0, r1, c0, c1), _ in windows]).to(image.device)
+    values = torch.cat([w.reshape(image.shape[0], -1) for _, w in windows], 1)
+    return image.reshape(image.shape[0], H * W).index_copy(1, flat_idx, values).reshape(image.shape)
 
 
 def init_patch(kind: str | Tensor = "noise", size: int = 128, image: Tensor | None = None,

@@ -33,6 +33,13 @@ _STRIDE2_LAYERS = {2, 4, 6, 12}
 _NUM_ANCHORS = (3, 6, 6, 6, 6, 6)
 
 
+def _relu6(x: Tensor) -> Tensor:
+    """ReLU6, in place unless autograd records it: the in-place op's backward (``hardtanh_backward`` against the
+    channels-last output of :func:`conv1x1`) made a patch-training step about 2x slower (benchmarks/
+    profile_chapter1.py); the values are the same either way."""
+    return F.relu6(x, inplace=not (x.requires_grad and torch.is_grad_enabled()))
+
+
 class _PointwiseConv(nn.Module):
     """conv (TF 'same') + batch_norm_offset + ReLU6 (``pointwiseConvLayer``)."""
 
@@ -47,7 +54,7 @@ class _PointwiseConv(nn.Module):
             x = conv1x1(x, self.weight, self.bias, self.stride)
         else:
             x = conv2d_same(x, self.weight, self.bias, self.stride)
-        return F.relu6(x, inplace=True)
+        return _relu6(x)
 
 
 class _DepthwiseConv(nn.Module):
@@ -70,7 +77,7 @@ class _DepthwiseConv(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = conv2d_same(x, self.weight, self.bias, self.stride, groups=self.weight.shape[0])
-        return F.relu6(x, inplace=True)
+        return _relu6(x)
 
 
 class _BoxPredictor(nn.Module):
