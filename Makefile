@@ -90,6 +90,18 @@ MUTATION_TESTS_attacks := test_attacks_patch.py test_attacks_fgsm.py test_attack
 	test_attacks_ffa.py test_line_search.py test_properties.py
 MUTATION_TESTS_defenses := test_defenses.py test_defenses_saliency_mask.py test_models_resgn.py
 MUTATION_TESTS_assets := test_assets.py
+# one file of a module (`make mutation-attacks.fgsm`): that file's mutants with its own tests only (a smaller stats
+# run); the module's score is the sum over its files. Files without an entry use the whole module's tests.
+MUTATION_TESTS_attacks.fgsm := test_attacks_fgsm.py test_properties.py test_attacks_patch.py
+MUTATION_TESTS_attacks.ffa := test_attacks_ffa.py test_properties.py test_attacks_patch.py
+MUTATION_TESTS_attacks.line_search := test_line_search.py
+MUTATION_TESTS_attacks.lip := test_attacks_lip.py test_properties.py test_attacks_patch.py
+MUTATION_TESTS_attacks.erf := test_attacks_lip.py test_attacks_patch.py
+MUTATION_TESTS_attacks.eyeglasses := test_attacks_eyeglasses.py
+MUTATION_TESTS_attacks.base := test_attacks_fgsm.py test_attacks_ffa.py test_attacks_eyeglasses.py test_attacks_patch.py
+MUTATION_TESTS_attacks.patch := test_attacks_patch.py test_properties.py
+MUTATION_TESTS_attacks.sample_sets := test_attacks_patch.py test_properties.py
+MUTATION_TESTS_attacks.universal_patch := test_attacks_patch.py test_properties.py
 # experiments: the shared experiment steps (claims, verdicts, the reproduction check, the spread's tolerances);
 # the chapter modules' own steps are checked by tools/known_mutants.py (their tests train patches and nets)
 MUTATION_TESTS_experiments := test_chapter_framework.py
@@ -108,11 +120,13 @@ mutation: mutation-tool
 mutation-known: $(STAMP)
 	$(PY) tools/known_mutants.py
 
+mutation_tests = $(or $(MUTATION_TESTS_$(1)),$(MUTATION_TESTS_$(firstword $(subst ., ,$(1)))))
+
 mutation-%: mutation-tool
-	@test -n "$(MUTATION_TESTS_$*)" || { echo "no MUTATION_TESTS_$* in the Makefile"; exit 1; }
+	@test -n "$(call mutation_tests,$*)" || { echo "no MUTATION_TESTS_$* in the Makefile"; exit 1; }
 	rm -rf $(MUTATION_DIR)/$* && mkdir -p $(MUTATION_DIR)/$*/tests
-	cp -r facelab pyproject.toml $(MUTATION_COPY_$*) $(MUTATION_DIR)/$*/
-	cp tests/conftest.py $(wildcard $(MUTATION_TESTS_$*:%=tests/%)) $(MUTATION_DIR)/$*/tests/
+	cp -r facelab pyproject.toml $(MUTATION_COPY_$(firstword $(subst ., ,$*))) $(MUTATION_DIR)/$*/
+	cp tests/conftest.py $(wildcard $(patsubst %,tests/%,$(call mutation_tests,$*))) $(MUTATION_DIR)/$*/tests/
 	find $(MUTATION_DIR)/$* -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTATION_DIR)/$* && start=$$(date +%s) \
 	  && FACELAB_HYPOTHESIS_PROFILE=mutation "$(abspath $(VENV))/bin/mutmut" run --max-children $(MUTATION_JOBS) "facelab.$*.*" > run.log 2>&1 \

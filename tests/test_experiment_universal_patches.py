@@ -14,6 +14,7 @@ import torch
 from facelab import models
 from facelab.data import crops
 from facelab.experiments import universal_patches as up
+from facelab.experiments.base import ReproductionError
 from facelab.metrics.detection import patch_as_face_rate
 from test_attacks_patch import TinyDetector
 
@@ -335,3 +336,22 @@ def test_thresholds_and_ignore_flags_reach_the_pipeline(tmp_path, monkeypatch):
     assert boxes > counted  # the test side holds ignored faces (cut by a crop border)
     assert exp.clean("tiny")["n_faces"] == counted == exp.clean_scores(split="test")["n_faces"]
     assert exp.evaluate(exp.inits["noise"])["n_faces"] == counted
+
+
+# moved from test_chapter_framework.py: it runs chapter 1's Table 1 (a minute), too slow for the mutation set
+def test_an_untrained_patch_fails_the_reproduction_check(monkeypatch, tmp_path):
+    """A deliberately broken chapter 1 (the patch is never trained) at the default parameters: the check
+    against the committed reference raises, naming the optimised rows; the clean baseline still passes."""
+    from facelab.attacks import UniversalPatchAttack
+
+    def no_training(self, data, epochs=1, batch_size=4, *, snapshots=(), progress=False):
+        return {e: self.patch.detach().cpu().clone() for e in snapshots}
+
+    monkeypatch.setattr(UniversalPatchAttack, "fit", no_training)
+    exp = up.UniversalPatchesExperiment(up.Config(out_dir=str(tmp_path)), progress=False)
+    exp.table1()
+    assert exp.reproduction_status()["compared"]
+    with pytest.raises(ReproductionError) as e:
+        exp.check_reproduction()
+    msg = str(e.value)
+    assert "table1/noise w/ Patch-IoU/recall" in msg and "table1/Baseline/recall" not in msg

@@ -416,3 +416,26 @@ def test_unit_table_and_patch_rate_keep_a_score_exactly_at_delta_and_iou_exactly
     assert patch_as_face_rate(dets, patches, delta=0.75, iou=np.nextafter(0.5, 1)) == 0.0
     t = detection_unit_table(dets, gts, None, [["u1", "u2"]], delta=0.75, patch_boxes=[np.array([FACE_A, FACE_B])])
     assert (t.total("patch_hits"), t.total("patches")) == (1.0, 2.0)
+
+
+def test_patch_rate_pools_images_and_names_bad_input():
+    from facelab.metrics.detection import detection_unit_table, patch_as_face_rate
+
+    hit = (np.array([FACE_A]), np.array([0.9]))
+    miss = (np.zeros((0, 4)), np.zeros(0))
+    patches = [np.array([FACE_A]), np.array([FACE_A, FACE_B])]
+    assert patch_as_face_rate([hit, miss], patches, delta=0.5) == 1 / 3  # 1 hit of 3 patches over both images
+    assert patch_as_face_rate([miss, hit], patches, delta=0.5) == 1 / 3  # FACE_A in image 2 hit, B not
+    assert np.isnan(patch_as_face_rate([miss], [np.zeros((0, 4))], delta=0.5))
+    with pytest.raises(ValueError, match=r"^patch_boxes: expected shape \[N, 4\], got \[3\]$"):
+        patch_as_face_rate([hit], [np.array([1.0, 2.0, 3.0])], delta=0.5)
+    with pytest.raises(ValueError, match=r"^det_boxes: expected shape \[N, 4\], got \[1, 3\]$"):
+        patch_as_face_rate([(np.array([[1.0, 2.0, 3.0]]), np.array([0.9]))], [np.array([FACE_A])], delta=0.5)
+    with pytest.raises(ValueError, match=r"^det_scores: expected a 1-D array, got shape \[1, 1\]$"):
+        patch_as_face_rate([(np.array([FACE_A]), np.array([[0.9]]))], [np.array([FACE_A])], delta=0.5)
+    with pytest.raises(ValueError, match=r"^image 0: gt_boxes: expected shape \[N, 4\], got \[2\]$"):
+        detection_unit_table([hit], [np.array([1.0, 2.0])], None, [["u"]], delta=0.5)
+    with pytest.raises(ValueError, match=r"^image 0: det_scores: expected a 1-D array, got shape \[1, 1\]$"):
+        detection_unit_table([(np.array([FACE_A]), np.array([[0.9]]))], [np.array([FACE_A])], None, [["u"]], 0.5)
+    with pytest.raises(ValueError, match=r"^image 0: det_boxes: expected shape \[N, 4\], got \[1, 3\]$"):
+        detection_unit_table([(np.array([[1.0, 2.0, 3.0]]), np.array([0.9]))], [np.array([FACE_A])], None, [["u"]], 0.5)

@@ -102,3 +102,62 @@ def test_verification_accuracy_hand_value_and_errors():
     assert verification_accuracy(d, same, 0.25) == 0.25  # only the first pair is decided correctly
     with pytest.raises(ValueError, match="same non-empty shape"):
         verification_accuracy(d, same[:2], 0.25)
+
+
+# -- exact rules (issue 19: mutation testing of facelab/metrics/verification.py) ---------------------------
+
+def test_distance_refuses_embeddings_of_different_width():
+    with pytest.raises(ValueError, match=r"^embedding_distance: expected embeddings \[B,D\] and \[B,D\], got "
+                                         r"\(2, 3\) and \(2, 4\)$"):
+        embedding_distance(torch.ones(2, 3), torch.ones(2, 4))
+
+
+def test_distance_normalises_short_embeddings_exactly():
+    # norms 0.1 and 0.05: after L2 normalisation both are unit vectors, 90 degrees apart -> d = 2 (squared)
+    a, b = torch.tensor([[0.1, 0.0]]), torch.tensor([[0.0, 0.05]])
+    assert embedding_distance(a, b).tolist() == pytest.approx([2.0], abs=1e-6)
+    assert embedding_distance(a, b, "euclidean").tolist() == pytest.approx([2 ** 0.5], abs=1e-6)
+    assert embedding_distance(a, a * 3).tolist() == pytest.approx([0.0], abs=1e-7)
+
+
+def test_eq2_score_is_clamped_below_and_h_keeps_extra_dims():
+    assert eq2_score(torch.tensor([-0.5, 5.0]), 1.0).tolist() == [0.0, 1.0]  # outside [0, d_max]: clamped
+    s = torch.tensor([[0.25, 0.5, 1.0]])
+    h = h_of(s)
+    assert h.shape == (1, 3, 2) and h[0, :, 1].tolist() == [0.25, 0.5, 1.0] and h[0, :, 0].tolist() == [0.75, 0.5, 0.0]
+
+
+def test_pair_loss_takes_integer_labels():
+    score = torch.tensor([0.25, 0.75])
+    loss = pair_loss(score, [1, 0])  # 1 = same person (genuine), 0 = impostor
+    assert loss.tolist() == pytest.approx([-math.log(0.75), -math.log(0.75)])
+
+
+def test_choose_threshold_single_value_two_values_and_message():
+    assert choose_threshold([0.2, 0.2, 0.2], [0.2]) == (0.2 + 1e-6, 0.75)
+    assert choose_threshold([0.1], [0.5]) == (0.3, 1.0)
+    with pytest.raises(ValueError, match=r"^choose_threshold: distances must be finite$"):
+        choose_threshold([0.1, float("nan")], [0.5])
+
+
+def test_choose_threshold_ties_go_to_the_widest_gap_wherever_it_is():
+    # both thresholds 2.0 and 9.5 classify 3 of 4 pairs; the gap around 2.0 (0..4) is the widest
+    assert choose_threshold([0.0, 9.0], [4.0, 10.0]) == (2.0, 0.75)
+    # 0.5 and 8.0 classify 3 of 4; the gap around 8.0 (6..10) is the widest, and it is not the first candidate
+    assert choose_threshold([0.0, 6.0], [1.0, 10.0]) == (8.0, 0.75)
+
+
+def test_choose_threshold_midpoint_of_adjacent_floats():
+    # the midpoint of two adjacent doubles rounds onto one of them; genuine pairs need d < eta strictly,
+    # impostor pairs d >= eta
+    lo = 1.0
+    hi = float(np.nextafter(lo, 2.0))
+    assert choose_threshold([lo], [hi]) == (lo, 0.5)  # the mid rounds down onto lo: lo < lo is false
+    lo2 = hi
+    hi2 = float(np.nextafter(lo2, 2.0))
+    assert choose_threshold([lo2], [hi2]) == (hi2, 1.0)  # the mid rounds up onto hi2: hi2 >= hi2 holds
+
+
+def test_verification_accuracy_at_exactly_eta():
+    # d == eta is "not the same person" (d >= eta)
+    assert verification_accuracy([1.0, 1.0], [True, False], 1.0) == 0.5

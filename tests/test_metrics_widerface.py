@@ -378,3 +378,32 @@ def test_evaluate_iou_threshold_is_used():
     preds = {"ev": {"a": np.array([[0, 0, 9, 9, 0.9], [40, 40, 9, 9, 0.1]])}}
     assert evaluate(preds, gt, settings=("all",))["curves"]["all"]["recalled"][-1] == 1
     assert evaluate(preds, gt, settings=("all",), iou_thresh=0.6)["curves"]["all"]["recalled"][-1] == 0
+
+
+def test_pred_file_box_sizes_zero_fractional_and_negative(tmp_path):
+    """w, h >= 0 are boxes (0 and fractions included); a negative w or h alone is refused with the line;
+    the score column may be anything finite."""
+    from facelab.metrics.widerface import read_pred_file
+
+    f = tmp_path / "a.txt"
+    f.write_text("a\n3\n1 2 0 0 0.9\n1 2 0.5 0.25 -0.5\n0 0 3 4 0.1\n")
+    name, arr = read_pred_file(f)
+    assert name == "a" and arr.dtype == np.float64
+    assert arr.tolist() == [[1, 2, 0, 0, 0.9], [1, 2, 0.5, 0.25, -0.5], [0, 0, 3, 4, 0.1]]
+    for row, lineno in (("1 2 -1 4 0.9", 3), ("1 2 4 -1 0.9", 3)):
+        f.write_text(f"a\n1\n{row}\n")
+        with pytest.raises(ValueError) as e:
+            read_pred_file(f)
+        assert str(e.value) == (f"{f}:{lineno}: negative box width/height in {row!r} (columns 3 and 4 are w h, "
+                                "not x2 y2)")
+
+
+def test_pred_file_that_is_not_text_is_named(tmp_path):
+    from facelab.metrics.widerface import read_pred_file
+
+    f = tmp_path / "b.txt"
+    f.write_bytes(b"img\n1\n\xff\xfe 1 2 3 4\n")
+    with pytest.raises(ValueError) as e:
+        read_pred_file(f)
+    assert str(e.value) == (f"{f}: not a text prediction file (byte 6 is not UTF-8); the official format is text: "
+                            "image name, number of boxes, then 'x y w h score' lines")

@@ -128,3 +128,37 @@ def test_full_scale_loaders_name_the_bad_file(tmp_path):
         VGGFaceFC7(bad)
     with pytest.raises(ValueError, match="InceptionResnetV1 tensors missing"):
         FaceNetEmbedder(bad)
+
+
+# ----------------------------------------------------------------------------- exact values (issue 19, mutation)
+
+
+def test_cleaner_messages_repr_and_device(tmp_path):
+    with pytest.raises(TypeError, match=r"^resgn_clean: net must be an nn\.Module \(a ResGN\), got str$"):
+        resgn_clean(torch.rand(1, 3, 8, 8), "resgn")
+    with pytest.raises(TypeError, match=r"^ResGNCleaner: net must be a ResGN module, got str$"):
+        ResGNCleaner("resgn")
+    assert ResGNCleaner(ResGN(2, 4)).extra_repr() == "blocks=2, width=4"
+    assert ResGNCleaner(nn.Identity()).extra_repr() == "blocks=?, width=?"  # any module: sizes unknown
+    path = tmp_path / "c.pt"
+    torch.save({"model": ResGN(1, 4).state_dict(), "blocks": 1, "width": 4}, path)
+    assert {p.device.type for p in ResGNCleaner.load(path, device="meta").parameters()} == {"meta"}
+    assert {p.device.type for p in ResGNCleaner.load(path).parameters()} == {"cpu"}
+
+
+def test_cleaner_load_maps_to_cpu_and_reads_weights_only(tmp_path, monkeypatch):
+    import datetime
+    import pickle
+
+    path = tmp_path / "c.pt"
+    # an arbitrary pickled object in the checkpoint is refused (weights_only), not executed
+    torch.save({"model": ResGN(1, 4).state_dict(), "blocks": 1, "width": 4, "when": datetime.date(2020, 1, 1)}, path)
+    with pytest.raises(pickle.UnpicklingError):
+        ResGNCleaner.load(path)
+    # a checkpoint written on a GPU is read onto the CPU first
+    seen = []
+    real = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: seen.append(k) or real(*a, **k))
+    torch.save({"model": ResGN(1, 4).state_dict(), "blocks": 1, "width": 4}, path)
+    ResGNCleaner.load(path)
+    assert seen == [{"map_location": "cpu", "weights_only": True}]
