@@ -288,7 +288,7 @@ def tiny_detector():
     return TinyDetector().eval()
 
 
-@settings(max_examples=10)
+@settings(max_examples=min(10, settings.default.max_examples // 2))  # each example runs a detector attack
 @given(st.integers(0, 2 ** 16), st.sampled_from([0.0, 2 / 255, 0.05]), st.integers(0, 3),
        st.sampled_from(["imp", "lp", "lip_a", "lip_h"]))
 def test_lip_attacks_stay_in_the_eps_ball_and_lp_outside_the_regions_is_untouched(tiny_detector, seed, eps, steps,

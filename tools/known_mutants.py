@@ -137,6 +137,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="known-mutants-") as tmp:
         root = Path(tmp)
         scratch_copy(root)
+        env = dict(os.environ, PYTHONPATH=str(root))
+        where = subprocess.run([sys.executable, "-c", "import facelab; print(facelab.__file__)"], cwd=root, env=env,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(root)):  # e.g. an editable install that shadows the scratch copy
+            raise SystemExit(f"the scratch copy is not the facelab that tests import ({where}); nothing was checked")
         survivors = []
         for m in chosen:
             apply(root, m)  # checks the text exists once before anything runs
