@@ -68,6 +68,10 @@ BENCH_SCRIPTS := benchmarks/bench_attacks.py benchmarks/bench_zoo_onnx.py \
 $(BENCH_STAMP): $(STAMP) pyproject.toml
 	$(PY) -m pip install --quiet -c $(LOCK) $(filter-out torchattacks%,$(BENCH_PINS))
 	$(PY) -m pip install --quiet --no-deps $(filter torchattacks%,$(BENCH_PINS))
+	@# the JS originals for the zoo benchmark's JS columns (tfjs in Node, pinned by each package-lock.json)
+	@if command -v npm >/dev/null 2>&1; then for d in tools/faceapi_reference tools/human_reference; do \
+	  (cd $$d && npm ci --silent) || exit 1; done; \
+	else echo "npm not found: bench_zoo_onnx.py will skip its JS columns"; fi
 	touch $(BENCH_STAMP)
 
 bench-setup: $(BENCH_STAMP)
