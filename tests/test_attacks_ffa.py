@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from facelab.attacks.ffa import (FFA, decisions, ffa, ffa_direction, ffa_loss, fgs, fgs_direction, flip_target,
-                                 softmax_flip_target)
+from facelab.attacks.ffa import (FFA, attribute_scores, decisions, ffa, ffa_direction, ffa_loss, fgs, fgs_direction,
+                                 fgs_loss, flip_target, softmax_flip_target)
 
 
 class Linear(nn.Module):
@@ -140,3 +140,100 @@ def test_decisions_and_frozen_victim():
     fgs_direction(net, x, 1)
     assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
     assert decisions(net, x).equal(net(x) > 0)
+
+
+class Scores(nn.Module):
+    """A net whose scores are given per image: f(x) = s + x[:, 0, 0, 0] * 0 ([B,A]); ``one_d`` returns [B]."""
+
+    def __init__(self, s: torch.Tensor, w0: float = 0.0, one_d: bool = False, kind: str | None = None) -> None:
+        super().__init__()
+        self.s, self.w0, self.one_d = s, w0, one_d
+        if kind is not None:
+            self.loss_kind = kind
+
+    def forward(self, x):
+        f = self.s + self.w0 * x[:, 0, 0, 0, None]
+        return f[:, 0] if self.one_d else f
+
+
+def test_net_without_loss_kind_is_euclidean_and_one_d_scores_are_one_attribute():
+    x = torch.full((3, 3, 2, 2), 0.5)
+    s = torch.tensor([[0.5], [-0.5], [1.5]])
+    bare = Scores(s, w0=1.0)  # no loss_kind attribute: Euclidean loss (f - y)^2 of Eq. 1
+    assert not hasattr(bare, "loss_kind")
+    y = torch.tensor([1.0, -1.0, 1.0])
+    f = s[:, 0] + 0.5
+    torch.testing.assert_close(fgs_loss(bare, x, 0, y), (f - y) ** 2)
+    assert attribute_scores(Scores(s, one_d=True), x).shape == (3, 1)
+    torch.testing.assert_close(ffa_loss(Scores(s, w0=1.0, one_d=True), x, 0), 0.5 * f ** 2)
+
+
+def test_decision_at_a_score_of_exactly_zero_is_absent():
+    """Eq. 2: present iff f_i(x) > 0, so a score of 0 is absent."""
+    x = torch.zeros(2, 3, 2, 2)
+    assert decisions(Scores(torch.tensor([[0.0, 1e-30], [-0.0, -1e-30]])), x).tolist() == [[False, True],
+                                                                                           [False, False]]
+
+
+def test_fgs_label_is_plus_minus_one_of_the_current_decision():
+    """Eq. 7 with y = c(x) in {-1, +1} on a Euclidean net: d(f - y)^2/dx = 2 (f - y) w. Scores 0.5 (y = +1: push
+    down), -0.5 (y = -1: push up) and 1.5 (y = +1, beyond its label: push up); any other label (0, ±2, 3, -0.5)
+    turns one of these signs around."""
+    s = torch.tensor([[0.0], [-1.0], [1.0]])
+    net = Scores(s, w0=1.0)
+    x = torch.full((3, 3, 2, 2), 0.5)
+    want = torch.tensor([-1.0, 1.0, 1.0])  # sign(f - y) at pixel (0, 0, 0), f = s + x_000
+    f = s[:, 0] + 0.5
+    assert torch.equal((f - torch.tensor([1.0, -1.0, 1.0])).sign(), want)
+    assert torch.equal(fgs_direction(net, x, 0)[:, 0, 0, 0], want)
+    out = fgs(net, x, 0, 0.25)
+    assert torch.equal(out[:, 0, 0, 0], 0.5 + 0.25 * want)
+    rest = out.clone()
+    rest[:, 0, 0, 0] = 0.5
+    assert torch.equal(rest, x)  # the other pixels have zero gradient
+
+
+class TwoLogits(nn.Module):
+    """A softmax-loss net with given logits [B,A,2] (plus x[:, 0, 0, 0] on the 'present' logit of every attribute)."""
+
+    loss_kind = "softmax"
+
+    def __init__(self, lg: torch.Tensor) -> None:
+        super().__init__()
+        self.lg = lg
+
+    def logits(self, x):
+        add = torch.zeros_like(self.lg)
+        add[..., 1] = 1.0
+        return self.lg + add * x[:, 0, 0, 0, None, None]
+
+    def forward(self, x):
+        lg = self.logits(x)
+        return lg[..., 1] - lg[..., 0]
+
+
+def test_softmax_ffa_and_fgs_losses_on_general_logits():
+    """§5: the higher of the two logits is set to zero, so the FFA loss is 1/2 max(l)^2 whatever the other logit;
+    FGS is the per-image cross-entropy of the current class. Three attributes, the last one attacked."""
+    x = torch.zeros(3, 3, 2, 2)
+    lg = torch.zeros(3, 3, 2)
+    lg[:, 2] = torch.tensor([[2.0, -1.0], [0.5, 3.0], [-4.0, -1.5]])
+    net = TwoLogits(lg)
+    torch.testing.assert_close(ffa_loss(net, x, 2), torch.tensor([2.0, 4.5, 1.125]))
+    y = torch.tensor([-1.0, 1.0, 1.0])
+    want = torch.nn.functional.cross_entropy(lg[:, 2], torch.tensor([0, 1, 1]), reduction="none")
+    got = fgs_loss(net, x, 2, y)
+    assert got.shape == (3,)
+    torch.testing.assert_close(got, want)
+    # the FFA direction lowers the higher logit towards 0: here d l_max / dx0 = 1 for image 1 (present higher)
+    d = ffa_direction(net, x, 2)
+    assert d[1, 0, 0, 0] == -1.0 and d[0].abs().sum() == 0  # image 0: the higher logit does not move with x
+
+
+def test_eps_tensor_of_another_dtype_keeps_the_image_dtype():
+    net, x = net_and_image(2)
+    e = torch.tensor([0.0, 0.01, 0.02], dtype=torch.float64)
+    y = ffa(net, x, 0, e)
+    assert y.dtype == x.dtype
+    torch.testing.assert_close(y, torch.clamp(x + e.float().view(-1, 1, 1, 1) * ffa_direction(net, x, 0), 0, 1))
+    assert torch.equal(y[0], x[0])

@@ -800,3 +800,26 @@ def test_paste_overlapping_windows_later_box_covers_earlier():
     torch.testing.assert_close(first_white[:, 11:14, 11:14], torch.ones(3, 3, 3))
     # the second window's partly covered edge row blends over the first paste (white), not over the image (black)
     torch.testing.assert_close(paste_patch(image, white, gt, 1.0, "center")[:, 14, 15:40], torch.ones(3, 25))  # first box outside the second
+
+
+def test_sample_set_and_loss_defaults_are_the_papers():
+    """§3.2/§4.2 defaults: IoU > 0.6, S > 0.5, λ1 = λ2 = 0.3, γ = 2 (the same answers as passing them)."""
+    anchors, gt, pb, scores = _case()
+    kw = dict(score_threshold=0.5, iou_threshold=0.6, lambda1=0.3, lambda2=0.3)
+    for method in ("patch_iou", "patch_score", "patch_combination"):
+        assert torch.equal(select_samples(method, anchors, gt, pb, scores), select_samples(method, anchors, gt, pb,
+                                                                                           scores, **kw))
+    # each default on its own decides one anchor of the hand case: λ1 (anchor 2: IoU 1/3 with the face),
+    # λ2 (anchor 3 = the patch, IoU 0.25 with the face), the score threshold (anchor 4, S = 0.8 at a background anchor
+    # for Patch-Score; S = 0.3 at anchor 1), the IoU threshold (anchor 1: IoU 0.82)
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda2=0.99).tolist()[2] is True
+    assert select_samples("patch_combination", anchors, gt, pb, scores, lambda1=0.9).tolist()[3] is True
+    near = torch.tensor([[0.0, 0, 10, 10], [0, 0, 10, 14]])  # IoU 1 and 10/14 = 0.71 with the face
+    assert select_samples("patch_iou", near, gt, pb, scores[:2], include_best=False).tolist() == [True, True]
+    at = torch.tensor([0.45, 0.55])
+    assert select_samples("patch_score", near, gt, pb, at).tolist() == [False, True]
+    s = torch.tensor([0.5, 0.25])
+    got, n = adversarial_loss("patch_score_focal", s, torch.ones(2, dtype=torch.bool))
+    assert int(n) == 2 and got.item() == pytest.approx(0.25 * math.log(0.5) + 0.0625 * math.log(0.25), rel=1e-6)
+    with pytest.raises(ValueError, match=r"method: expected one of .*patch_iou.*, got 'patch_magic'"):
+        adversarial_loss("patch_magic", s, torch.ones(2, dtype=torch.bool))

@@ -118,3 +118,93 @@ def test_zero_steps_change_nothing():
         iterative_flip(x, _step_fn(thr), is_flipped, max_steps=-1)
     with pytest.raises(ValueError, match="step"):
         iterative_flip(x, _step_fn(thr), is_flipped, step=0.0)
+
+
+def test_naive_search_keeps_going_after_an_image_that_never_flips_and_keeps_dtypes():
+    """The never-flipping image first: the later ones are still searched; results as the batched search's, with
+    bool ``flipped``, ``passes == forwards`` (one image per pass), and the images' float64 dtype kept."""
+    x, d, thr, _, _ = toy()
+    order = torch.tensor([4, 0, 1, 2, 3])
+    x, d, thr = x[order].double(), d[order].double(), thr[order].double()
+
+    def strict(images, source):  # one source per image, as the searches promise
+        assert images.shape[0] == source.shape[0], (images.shape, source.shape)
+        return images[:, 0, 0, 0] > thr[source]
+
+    slow = line_search_naive(x, d, strict)
+    fast = line_search(x, d, strict)
+    assert slow.flipped.dtype == torch.bool and slow.flipped.tolist() == [False, True, True, True, True]
+    assert slow.eps.dtype == torch.float64 and slow.images.dtype == torch.float64
+    assert torch.equal(slow.images, fast.images) and torch.equal(slow.eps.isinf(), fast.eps.isinf())
+    assert slow.passes == slow.forwards > 40
+
+
+def _counting(thr):
+    calls = {"images": 0}
+
+    def is_flipped(images, source):
+        assert images.shape[0] == source.shape[0]
+        calls["images"] += images.shape[0]
+        return images[:, 0, 0, 0] > thr[source]
+    return is_flipped, calls
+
+
+def test_iterative_fgs_defaults_counts_and_the_last_allowed_step():
+    """Defaults: 32 steps, 8-bit iterates. ``forwards`` counts every image through the net: image k is seen at
+    steps 0..k (flip at step k), the one that never flips 33 times (steps 0..32). A flip at exactly
+    ``max_steps`` counts; one step later does not."""
+    x, _, thr, is_flipped, _ = toy()
+    sign_step = lambda im, src: (im[:, 0, 0, 0] > thr[src], torch.sign(_step_fn(thr)(im, src)[1]))  # noqa: E731
+    r = iterative_flip(x, sign_step, is_flipped)
+    assert r.steps.tolist() == [4, 1, 18, 2, 33] and r.flipped.dtype == torch.bool
+    assert r.forwards == 5 + 2 + 19 + 3 + 33
+    r4 = iterative_flip(x, sign_step, is_flipped, max_steps=4)
+    assert r4.flipped.tolist() == [True, True, False, True, False] and r4.steps.tolist() == [4, 1, 5, 2, 5]
+    assert r4.forwards == 5 + 2 + 5 + 3 + 5
+    done = iterative_flip(x[:2], sign_step, is_flipped)  # every image flips before max_steps
+    assert done.flipped.all() and done.steps.tolist() == [4, 1] and done.forwards == 5 + 2
+
+
+def test_iterative_fgs_rounds_every_iterate_to_8_bits():
+    """``discrete=True``: x is rounded first, and each iterate too, so a 0.3-grey-level component never moves and
+    an off-grid start counts its steps from the rounded image."""
+    x, _, thr, is_flipped, _ = toy()
+    x_off = x.clone()
+    x_off[:, 0, 0, 0] += 0.45 / 255  # rounds back down to x
+    r = iterative_flip(x_off, _step_fn(thr), is_flipped, max_steps=32, discrete=True)
+    assert r.steps[:4].tolist() == [4, 1, 18, 2]
+    assert torch.equal((r.images - x)[:, 1, 1, 1], torch.zeros(5))
+
+
+def test_iterative_ffa_accepts_a_flip_only_if_its_rounding_flips():
+    """``discrete=False``: steps of 0.85 grey levels (pixel 0) against a threshold 3.3 levels up: the 4th iterate (3.4)
+    flips but rounds to 3 (no flip), so the search goes on to the 5th (4.25, rounded 4). Starts off the 8-bit grid
+    are not rounded, both images flip in the same step, and the net only ever sees images in [0, 1]."""
+    x = torch.zeros(2, 3, 4, 4)
+    x[:, 0, 0, 0] = torch.tensor([10.0, 20.0]) / 255
+    x[0, 1, 1, 1] = 0.4 / 255  # + 0.25 levels per step: 0.4 + 5 * 0.25 = 1.65 -> 2 (rounded at the start: 1)
+    x[1, 1, 1, 1] = 0.2 / 255  # 0.2 + 1.25 = 1.45 -> 1
+    thr = x[:, 0, 0, 0] + 3.3 / 255
+    is_flipped, calls = _counting(thr)
+    seen = []
+
+    def step(images, source):
+        seen.append(images.clone())
+        d = torch.zeros_like(images)
+        d[:, 0, 0, 0] = 0.85
+        d[:, 1, 1, 1] = 0.25
+        d[:, 2, 0, 0] = -1.0  # pushes pixel (2, 0, 0) below 0: clamped
+        d[:, 2, 3, 3] = 1.0
+        return images[:, 0, 0, 0] > thr[source], d
+
+    x[:, 2, 3, 3] = 254.5 / 255  # and this one above 1
+    r = iterative_flip(x, step, is_flipped, step=1 / 255, max_steps=32, discrete=False)
+    assert r.flipped.all() and r.steps.tolist() == [5, 5]
+    assert torch.round((r.images - x)[:, 0, 0, 0] * 255).tolist() == [4.0, 4.0]
+    assert is_flipped(r.images, torch.arange(2)).all()
+    assert torch.round(r.images[:, 1, 1, 1] * 255).tolist() == [2.0, 1.0]
+    allseen = torch.cat(seen)
+    assert allseen.min() >= 0 and allseen.max() <= 1
+    assert r.images[:, 2, 0, 0].eq(0).all() and r.images[:, 2, 3, 3].eq(1).all()
+    # 6 steps seen (0..5) by 2 images + the rounding checks at steps 4 and 5 (2 images each)
+    assert r.forwards == 2 * 6 + 2 * 2

@@ -112,11 +112,15 @@ def apply(root: Path, m: Mutant, revert: bool = False) -> None:
     path.write_text(text.replace(old, new))
 
 
-def pytest(root: Path, tests: tuple[str, ...]) -> tuple[int, float, str]:
+def pytest(root: Path, tests: tuple[str, ...], timeout: float | None = None) -> tuple[int | str, float, str]:
+    """pytest's exit status (or ``"timeout"`` past ``timeout`` seconds), the seconds it took, its last line."""
     env = dict(os.environ, PYTHONPATH=str(root), PYTHONDONTWRITEBYTECODE="1")
     t0 = time.perf_counter()
-    p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-                        *tests], cwd=root, env=env, capture_output=True, text=True)
+    try:
+        p = subprocess.run([sys.executable, "-m", "pytest", "-x", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+                            *tests], cwd=root, env=env, capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return "timeout", time.perf_counter() - t0, f"no result after {timeout:.0f} s"
     lines = [ln for ln in p.stdout.splitlines() if ln.strip()]
     return p.returncode, time.perf_counter() - t0, lines[-1] if lines else p.stderr[-300:]
 

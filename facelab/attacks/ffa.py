@@ -33,7 +33,7 @@ from facelab.attacks.base import Attack, frozen
 from facelab.attacks.fgsm import fgsm, input_gradient
 
 __all__ = ["LOSS_KINDS", "attribute_scores", "decisions", "flip_target", "softmax_flip_target", "ffa_loss",
-           "fgs_loss", "ffa_direction", "fgs_direction", "ffa", "fgs", "FFA"]
+           "fgs_loss", "current_labels", "ffa_direction", "fgs_direction", "ffa", "fgs", "FFA"]
 
 LOSS_KINDS = ("euclidean", "logodds", "softmax")
 
@@ -68,29 +68,31 @@ def _index(index: int | Tensor, b: int, a: int, device: torch.device) -> Tensor:
     return idx
 
 
+def _pick(t: Tensor, idx: Tensor) -> Tensor:
+    """``t[b, idx[b]]`` for each row ``b`` of ``t`` ``[B,A,...]`` -> ``[B,...]``."""
+    at = idx.view(-1, 1, *([1] * (t.dim() - 2))).expand(-1, 1, *t.shape[2:])
+    return t.gather(1, at).squeeze(1)
+
+
 def flip_target(scores: Tensor, index: int | Tensor) -> Tensor:
     """Eq. 8: ``t_i(x)`` = the scores ``[B,A]`` (detached) with attribute ``index`` (per image or one) set to 0."""
-    t = scores.detach().clone()
-    idx = _index(index, t.shape[0], t.shape[1], t.device)
-    t[torch.arange(t.shape[0], device=t.device), idx] = 0.0
-    return t
+    t = scores.detach()
+    return t.scatter(1, _index(index, t.shape[0], t.shape[1], t.device)[:, None], 0.0)
 
 
 def softmax_flip_target(logits: Tensor) -> Tensor:
     """§5: the two logits ``[B,2]`` (detached) with the higher one set to zero and the other unchanged."""
     if logits.dim() != 2 or logits.shape[1] != 2:
         raise ValueError(f"logits: expected [B,2], got {tuple(logits.shape)}")
-    t = logits.detach().clone()
-    t[torch.arange(t.shape[0], device=t.device), t.argmax(1)] = 0.0
-    return t
+    t = logits.detach()
+    return t.scatter(1, t.argmax(1, keepdim=True), 0.0)
 
 
 def ffa_loss(net: nn.Module, x: Tensor, index: int | Tensor) -> Tensor:
     """``1/2 ||t_i(x) - f(x)||^2`` per image ``[B]`` (Eq. 9's loss), ``t`` from the current ``x`` (Eq. 8)."""
     if _kind(net) == "softmax":
         logits = net.logits(x)  # [B,A,2]
-        idx = _index(index, logits.shape[0], logits.shape[1], logits.device)
-        li = logits[torch.arange(logits.shape[0], device=logits.device), idx]
+        li = _pick(logits, _index(index, logits.shape[0], logits.shape[1], logits.device))  # [B,2]
         return 0.5 * ((softmax_flip_target(li) - li) ** 2).sum(1)
     f = attribute_scores(net, x)
     return 0.5 * ((flip_target(f, index) - f) ** 2).sum(1)
@@ -102,13 +104,17 @@ def fgs_loss(net: nn.Module, x: Tensor, index: int | Tensor, y: Tensor) -> Tenso
     y = y.to(x.dtype).reshape(-1)
     if kind == "softmax":
         logits = net.logits(x)
-        idx = _index(index, logits.shape[0], logits.shape[1], logits.device)
-        li = logits[torch.arange(logits.shape[0], device=logits.device), idx]
+        li = _pick(logits, _index(index, logits.shape[0], logits.shape[1], logits.device))
         return F.cross_entropy(li, (y > 0).long(), reduction="none")
     f = attribute_scores(net, x)
-    idx = _index(index, f.shape[0], f.shape[1], f.device)
-    fi = f[torch.arange(f.shape[0], device=f.device), idx]
+    fi = _pick(f, _index(index, f.shape[0], f.shape[1], f.device))
     return (fi - y) ** 2 if kind == "euclidean" else F.softplus(-y * fi)
+
+
+def current_labels(net: nn.Module, x: Tensor, index: int | Tensor) -> Tensor:
+    """``y = c(x)`` of attribute ``index`` as ±1 ``[B]`` in ``x``'s dtype (the label FGS attacks, Eq. 7 / Eq. 10)."""
+    d = decisions(net, x)
+    return _pick(d, _index(index, d.shape[0], d.shape[1], d.device)).to(x.dtype) * 2 - 1
 
 
 def _linf_unit(g: Tensor) -> Tensor:
@@ -128,9 +134,7 @@ def fgs_direction(net: nn.Module, x: Tensor, index: int | Tensor, y: Tensor | No
     """``sign(grad_x J(theta, x, y))`` (Eq. 7 with eps = 1), ``y`` = the current decision ``c(x)`` by default."""
     with frozen(net, check=False):
         if y is None:
-            d = decisions(net, x)
-            idx = _index(index, d.shape[0], d.shape[1], d.device)
-            y = d[torch.arange(d.shape[0], device=d.device), idx].to(x.dtype) * 2 - 1
+            y = current_labels(net, x, index)
         return input_gradient(x, lambda z: fgs_loss(net, z, index, y)).sign()
 
 
@@ -148,9 +152,7 @@ def ffa(net: nn.Module, x: Tensor, index: int | Tensor, eps: float | Tensor) -> 
 def fgs(net: nn.Module, x: Tensor, index: int | Tensor, eps: float | Tensor) -> Tensor:
     """One FGS step (Eq. 7) on the current decision: :func:`facelab.attacks.fgsm.fgsm` on :func:`fgs_loss`."""
     with frozen(net, check=False):
-        d = decisions(net, x)
-        idx = _index(index, d.shape[0], d.shape[1], d.device)
-        y = d[torch.arange(d.shape[0], device=d.device), idx].to(x.dtype) * 2 - 1
+        y = current_labels(net, x, index)
         return fgsm(x, lambda z: fgs_loss(net, z, index, y), eps)
 
 

@@ -1,0 +1,138 @@
+"""Re-check the surviving mutants of a finished mutmut run against the tests as they are now.
+
+    .venv/bin/python tools/recheck_mutants.py _build/mutation/attacks.ffa [--names NAME ...] [--tests FILE ...]
+
+A full ``make mutation-<module>`` run takes 10-80 minutes on two cores. After tests were written for its survivors,
+this script re-applies only those mutants (``mutmut show NAME`` in the run's folder gives each one's diff) to a
+scratch copy of the working tree, one at a time, and runs the run's test files (their current versions from
+``tests/``) with ``pytest -x``. A mutant is *killed* when pytest reports a failing test (exit status 1) or runs past
+``--timeout`` (mutmut's convention). The unmutated copy must pass the same tests first. The diff is applied inside
+the mutated function only (its span found with ``ast``), and the text it replaces must occur there exactly once, so a
+mutant that no longer fits the code is reported as ``stale`` rather than silently counted.
+
+Prints one line per mutant and the module's score with the re-checked survivors:
+``killed / mutants = (killed in the run + killed now) / mutants in the run``. Exit status 0 when no mutant survived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from known_mutants import ROOT, pytest, scratch_copy  # noqa: E402
+
+MUTMUT = Path(sys.executable).with_name("mutmut")
+NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:ǁ(?P<cls>\w+)ǁ|_)(?P<func>\w+?)__mutmut_\d+$")
+
+
+def parse_results(run_dir: Path) -> dict[str, str]:
+    """``results.txt`` of a run (``mutmut results --all true``): mutant name -> status."""
+    out = {}
+    for line in (run_dir / "results.txt").read_text(encoding="utf-8").splitlines():
+        name, _, status = line.strip().rpartition(": ")
+        if name:
+            out[name] = status
+    return out
+
+
+def mutant_diff(run_dir: Path, name: str) -> tuple[str, str, str]:
+    """(file, old text, new text) of one mutant, from ``mutmut show``; texts are the function's dedented lines."""
+    p = subprocess.run([str(MUTMUT), "show", name], cwd=run_dir, capture_output=True, text=True, check=True)
+    lines = p.stdout.splitlines()
+    file = next(ln[4:].strip() for ln in lines if ln.startswith("--- "))
+    body = lines[next(i for i, ln in enumerate(lines) if ln.startswith("@@")) + 1:]
+    old = [ln[1:] for ln in body if ln[:1] in (" ", "-")]
+    new = [ln[1:] for ln in body if ln[:1] in (" ", "+")]
+    return file, "\n".join(old) + "\n", "\n".join(new) + "\n"
+
+
+def function_span(tree: ast.Module, cls: str | None, func: str) -> tuple[int, int, int]:
+    """(first line, last line, indent) of ``func`` (a method of ``cls`` when given), 1-based inclusive."""
+    scope = tree.body
+    if cls:
+        scope = next(n for n in scope if isinstance(n, ast.ClassDef) and n.name == cls).body
+    node = next(n for n in scope if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef)) and n.name == func)
+    return node.lineno, node.end_lineno, node.col_offset
+
+
+def apply_mutant(root: Path, run_dir: Path, name: str) -> tuple[Path, str] | str:
+    """Apply ``name`` to the copy at ``root``; returns (path, original text) to restore, or a reason it is stale."""
+    m = NAME.match(name)
+    if not m:
+        return f"unparsed mutant name {name!r}"
+    file, old, new = mutant_diff(run_dir, name)
+    path = root / file
+    text = path.read_text(encoding="utf-8")
+    try:
+        first, last, indent = function_span(ast.parse(text), m["cls"], m["func"])
+    except StopIteration:
+        return f"{m['cls'] or ''}.{m['func']} not found in {file}"
+    lines = text.splitlines(keepends=True)
+    src = textwrap.dedent("".join(lines[first - 1:last]))
+    if src.count(old) != 1:
+        return f"the mutated text occurs {src.count(old)} times in {m['func']} (expected once)"
+    mutated = textwrap.indent(src.replace(old, new), " " * indent)
+    path.write_text("".join(lines[:first - 1]) + mutated + "".join(lines[last:]), encoding="utf-8")
+    return path, text
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path, help="a finished run's folder, e.g. _build/mutation/attacks.ffa")
+    ap.add_argument("--names", nargs="*", help="mutants to re-check (default: every survivor of the run)")
+    ap.add_argument("--tests", nargs="*", help="test files (default: those the run used, from tests/)")
+    ap.add_argument("--timeout", type=float, default=600.0, help="seconds per mutant before it counts as killed")
+    args = ap.parse_args(argv)
+    run_dir = args.run_dir.resolve()
+    os.environ.setdefault("FACELAB_HYPOTHESIS_PROFILE", "mutation")  # as in `make mutation`
+    results = parse_results(run_dir)
+    names = args.names or [n for n, s in results.items() if s in ("survived", "no tests")]
+    tests = tuple(args.tests or sorted(f"tests/{p.name}" for p in (run_dir / "tests").glob("test_*.py")))
+
+    with tempfile.TemporaryDirectory(prefix="recheck-mutants-") as tmp:
+        root = Path(tmp)
+        scratch_copy(root)
+        where = subprocess.run([sys.executable, "-c", "import facelab; print(facelab.__file__)"], cwd=root,
+                               capture_output=True, text=True).stdout.strip()
+        if not where.startswith(str(root)):
+            raise SystemExit(f"the scratch copy is not the facelab that tests import ({where}); nothing was checked")
+        rc, t, tail = pytest(root, tests)
+        if rc != 0:
+            print(f"the unmutated tests do not pass (pytest exit {rc}): {tail}")
+            return 2
+        status = {}
+        for name in names:
+            applied = apply_mutant(root, run_dir, name)
+            if isinstance(applied, str):
+                status[name] = "stale"
+                print(f"{name}: stale ({applied})", flush=True)
+                continue
+            path, original = applied
+            try:
+                rc, t, tail = pytest(root, tests, timeout=args.timeout)
+            finally:
+                path.write_text(original, encoding="utf-8")
+            status[name] = "killed" if rc in (1, "timeout") else "survived" if rc == 0 else f"exit {rc}"
+            print(f"{name}: {status[name]} ({t:.0f} s) :: {tail}", flush=True)
+
+    before = sum(s in ("killed", "timeout") for s in results.values())
+    now = sum(s == "killed" for s in status.values())
+    left = [n for n, s in status.items() if s != "killed"]
+    n = len(results)
+    print(f"re-checked {len(names)}: {now} killed now, {len(left)} not")
+    print(f"score: ({before} + {now}) / {n} = {100 * (before + now) / max(n, 1):.1f} %")
+    for name in left:
+        print(f"  not killed: {name} ({status[name]})")
+    return 1 if left else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
