@@ -90,7 +90,7 @@ MUTATION_MODULES ?= metrics attacks defenses assets experiments
 MUTATION_JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 MUTATION_TESTS_metrics := test_metrics_detection.py test_metrics_widerface.py test_metrics_uncertainty.py \
 	test_metrics_verification.py test_pass_score.py test_properties.py test_attacks_patch.py
-MUTATION_TESTS_attacks := test_attacks_patch.py test_attacks_fgsm.py test_attacks_lip.py test_attacks_eyeglasses.py \
+MUTATION_TESTS_attacks := test_attacks_patch.py test_attacks_fgsm.py test_attacks_lip.py test_attacks_erf.py test_attacks_eyeglasses.py \
 	test_attacks_ffa.py test_line_search.py test_properties.py
 MUTATION_TESTS_defenses := test_defenses.py test_defenses_saliency_mask.py test_models_resgn.py
 MUTATION_TESTS_assets := test_assets.py
@@ -100,7 +100,7 @@ MUTATION_TESTS_attacks.fgsm := test_attacks_fgsm.py test_properties.py test_atta
 MUTATION_TESTS_attacks.ffa := test_attacks_ffa.py test_properties.py test_attacks_patch.py
 MUTATION_TESTS_attacks.line_search := test_line_search.py
 MUTATION_TESTS_attacks.lip := test_attacks_lip.py test_properties.py test_attacks_patch.py
-MUTATION_TESTS_attacks.erf := test_attacks_lip.py test_attacks_patch.py
+MUTATION_TESTS_attacks.erf := test_attacks_erf.py test_attacks_lip.py test_attacks_patch.py
 MUTATION_TESTS_attacks.eyeglasses := test_attacks_eyeglasses.py
 MUTATION_TESTS_attacks.base := test_attacks_fgsm.py test_attacks_ffa.py test_attacks_eyeglasses.py test_attacks_patch.py
 MUTATION_TESTS_attacks.patch := test_attacks_patch.py test_properties.py
