@@ -823,3 +823,87 @@ def test_sample_set_and_loss_defaults_are_the_papers():
     assert int(n) == 2 and got.item() == pytest.approx(0.25 * math.log(0.5) + 0.0625 * math.log(0.25), rel=1e-6)
     with pytest.raises(ValueError, match=r"method: expected one of .*patch_iou.*, got 'patch_magic'"):
         adversarial_loss("patch_magic", s, torch.ones(2, dtype=torch.bool))
+
+
+# -- UniversalPatchAttack: defaults, messages, one sample, no logits, other locations, several processes -----
+
+class NoLogitsDetector(FixedDetector):
+    """FixedDetector without logits: the loss takes log S from the scores."""
+
+    def dense(self, images):
+        d = super().dense(images)
+        return DenseOutput(d.anchors, d.boxes, d.scores, None)
+
+
+def test_universal_patch_defaults_and_black_box_message():
+    atk = UniversalPatchAttack(TinyDetector())
+    assert (atk.method, atk.alpha, atk.location, atk.score_threshold, atk.iou_threshold) == \
+        ("patch_iou", 0.5, "top", 0.5, 0.6)
+    with pytest.raises(TypeError, match=r"^model: Identity has no dense\(\); a black-box detector cannot be attacked "
+                                        r"with gradients \(use it as a transfer target instead\)$"):
+        UniversalPatchAttack(nn.Identity())
+    # an initial patch given as a float64 image is resized to a float32 patch
+    atk = UniversalPatchAttack(TinyDetector(), init=torch.rand(3, 20, 30, dtype=torch.float64), size=16)
+    assert atk.patch.dtype == torch.float32 and atk.patch.shape == (3, 16, 16)
+
+
+def test_one_selected_sample_and_a_detector_without_logits():
+    """N = 1: the loss is log S of that one sample itself (Eq. 1 with N = 1), from the scores when there are
+    no logits; its mean score is S."""
+    s = torch.tensor([0.8, 0.3, 0.1])
+    for det in (FixedDetector(torch.logit(s)), NoLogitsDetector(torch.logit(s))):
+        atk = UniversalPatchAttack(det, "patch_score", score_threshold=0.5, alpha=0.6)
+        st = atk.evaluate(tiny_data(1))
+        assert st.n == 1 and st.loss == pytest.approx(math.log(0.8), rel=1e-6)
+        assert st.mean_score == pytest.approx(0.8, rel=1e-6)
+
+
+def test_patch_combination_uses_the_attacks_patch_location():
+    """λ2 tests IoU(A_i, P) with P at the attack's location: a prior on the face's bottom half matches a bottom
+    patch (IoU 0.61) but not a top one (IoU 0.04)."""
+    det = FixedDetector(torch.logit(torch.tensor([0.9])))
+    det.anchors = torch.tensor([[14.0, 26.0, 34.0, 38.0]])
+    face = torch.tensor([[8.0, 8.0, 40.0, 40.0]])  # 32 px: patch side 0.6 * 32 = 19.2
+    data = [(torch.rand(3, 48, 48, generator=torch.Generator().manual_seed(0)), face)]
+    for location, n in (("bottom", 1), ("top", 0)):
+        atk = UniversalPatchAttack(det, "patch_combination", alpha=0.6, location=location, lambda1=0.9, lambda2=0.3)
+        assert atk.evaluate(data).n == n, location
+
+
+def test_patch_gradient_is_summed_over_processes_then_averaged(monkeypatch):
+    """Under a process group of 2 (simulated): ``all_reduce(SUM)`` of the patch gradient, divided by 2."""
+    import facelab.attacks.universal_patch as up
+
+    data = tiny_data(2)
+    ref = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center")
+    ref.step(data)
+    g = ref.patch.grad.clone()
+    other = torch.full_like(g, 0.25)
+    calls = []
+
+    def all_reduce(t, op=None):
+        calls.append(op)
+        t += other  # the other process's gradient
+
+    monkeypatch.setattr(up.distributed, "world", lambda: (0, 2))
+    monkeypatch.setattr(torch.distributed, "all_reduce", all_reduce)
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center")
+    atk.step(data)
+    assert calls == [torch.distributed.ReduceOp.SUM]
+    torch.testing.assert_close(atk.patch.grad, (g + other) / 2)
+
+
+def test_fit_shards_a_sequence_by_rank_but_not_an_iterable_of_batches(monkeypatch):
+    import facelab.attacks.universal_patch as up
+
+    data = tiny_data(5)
+    seen: list[int] = []
+    monkeypatch.setattr(up.distributed, "world", lambda: (1, 2))
+    atk = UniversalPatchAttack(TinyDetector(), "patch_iou", alpha=0.6, location="center")
+    monkeypatch.setattr(atk, "step", lambda batch: seen.extend(int(b[0].sum() * 1000) for b in batch))
+    keys = [int(im.sum() * 1000) for im, _ in data]
+    atk.fit(data, epochs=1, batch_size=2)
+    assert sorted(seen) == sorted(keys[1::2])  # rank 1 of 2: samples 1 and 3
+    seen.clear()
+    atk.fit(iter([data[:2], data[2:]]), epochs=1)  # a DataLoader shards itself (DistributedSampler)
+    assert sorted(seen) == sorted(keys)
