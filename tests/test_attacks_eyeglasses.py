@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from facelab.attacks.eyeglasses import (
@@ -190,3 +198,224 @@ def test_attack_rejects_bad_arguments():
         eyeglass_attack(model, x, y, m, tv_weight=-1)
     with pytest.raises(ValueError, match="eot_samples"):
         eyeglass_attack(model, x, y, m, eot_samples=-1)
+
+
+# -- exact values (issue 19) ---------------------------------------------------------------------------------
+
+GOLDEN = Path(__file__).parent / "golden" / "eyeglasses_masks.json"
+
+
+def _rotated(p: np.ndarray, deg: float, centre: tuple[float, float]) -> np.ndarray:
+    a = math.radians(deg)
+    rot = np.array([[math.cos(a), -math.sin(a)], [math.sin(a), math.cos(a)]])
+    return (p - centre) @ rot.T + centre
+
+
+def mask_cases() -> dict[str, tuple[np.ndarray, tuple[int, int], dict]]:
+    """Landmarks, size and options of the golden frame masks: defaults, a wide jaw (long arms), a tilted face on a
+    non-square image, other rim/thickness options without arms, and a nose root too far from the eyes (the bridge
+    then joins the rims at the eye line)."""
+    far_nose = face_landmarks(64)
+    far_nose[27] = (31.5, 50.0)
+    wide = face_landmarks(64)
+    wide[:17, 0] = np.linspace(3.0, 59.0, 17)  # a wide jaw: long temple arms (jaw points 0 and 16 at x = 3, 59)
+    wide[:17, 1] = np.linspace(24.0, 34.0, 17)
+    return {
+        "wide_jaw_arms_64": (wide, (64, 64), {}),
+        "default_64": (face_landmarks(64), (64, 64), {}),
+        "tilted_72x96": (_rotated(face_landmarks(64, shift=10.0), 17.0, (40.0, 30.0)), (72, 96), {}),
+        "options_80": (face_landmarks(80), (80, 80), dict(thickness=0.2, lens_width=1.1, lens_height=0.5, arms=False)),
+        "far_nose_64": (far_nose, (64, 64), {}),
+    }
+
+
+def _pack(m: torch.Tensor) -> dict:
+    a = m[0, 0].numpy().astype(bool)
+    return {"shape": list(a.shape), "bits": base64.b64encode(np.packbits(a).tobytes()).decode(), "sum": int(a.sum())}
+
+
+def _unpack(d: dict) -> torch.Tensor:
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(d["bits"]), dtype=np.uint8))[:math.prod(d["shape"])]
+    return torch.from_numpy(bits.reshape(d["shape"]).astype(np.float32))
+
+
+def test_frame_masks_equal_the_reviewed_golden_masks():
+    """Golden masks (``tests/golden/eyeglasses_masks.json``, written by ``python tests/test_attacks_eyeglasses.py
+    --write-golden`` from the version whose masks were looked at in chapter 3's figures). OpenCV draws with integer
+    arithmetic and the 4x area-downsample is exact, so the masks are compared pixel for pixel."""
+    golden = json.loads(GOLDEN.read_text())["cases"]
+    assert sorted(golden) == sorted(mask_cases())
+    for name, (lm, size, kw) in mask_cases().items():
+        got = glasses_mask(lm, size, **kw)
+        want = _unpack(golden[name])
+        diff = int((got[0, 0] != want).sum())
+        assert diff == 0, f"{name}: {diff} of {want.numel()} pixels differ from the golden mask ({golden[name]['sum']} set)"
+
+
+def test_mask_arguments_bounds_and_messages():
+    lm = face_landmarks(32)
+    assert glasses_mask(lm, (1, 40)).shape == (1, 1, 1, 40) and glasses_mask(lm, (40, 1)).shape == (1, 1, 40, 1)
+    for size in ((0, 32), (32, 0), (-1, 32)):
+        with pytest.raises(ValueError, match=r"^size: must be positive"):
+            glasses_mask(lm, size)
+    for lw, lh in ((0.0, 0.6), (1.0, 0.0)):
+        with pytest.raises(ValueError, match=r"^lens_width, lens_height: must be > 0"):
+            glasses_mask(lm, 32, lens_width=lw, lens_height=lh)
+    close = lm.copy()
+    close[42:48] = close[36:42] + [1.0, 0.0]  # eyes one pixel apart: a tiny frame, not an error
+    assert glasses_mask(close, 32).shape == (1, 1, 32, 32)
+    nan = lm.copy()
+    nan[3, 0] = np.nan
+    with pytest.raises(ValueError, match=r"^landmarks: not finite$"):
+        glasses_mask(nan, 32)
+    t = torch.tensor(lm, dtype=torch.float32, requires_grad=True)  # a tensor that needs grad is read too
+    torch.testing.assert_close(glasses_mask(t, 32), glasses_mask(lm.astype(np.float32), 32))
+
+
+def test_wear_glasses_exact_colour_and_messages():
+    x = torch.rand(2, 3, 4, 5, dtype=torch.float64)
+    m = torch.zeros(2, 1, 4, 5, dtype=torch.float64)
+    m[:, :, 1, 2] = 1.0
+    y = wear_glasses(x, m, (0.1, 0.2, 0.3))
+    assert y.dtype == torch.float64 and y[:, :, 1, 2].tolist() == [[0.1, 0.2, 0.3]] * 2
+    for bad in (torch.zeros(2, 2, 4, 5), torch.zeros(2, 1, 4, 6), torch.zeros(2, 1, 5, 5), torch.zeros(1, 4, 5)):
+        with pytest.raises(ValueError, match=r"^wear_glasses: images \[B,3,H,W\] and mask \[B,1,H,W\] of the same "
+                                             rf"size expected, got \(2, 3, 4, 5\) and {re.escape(str(tuple(bad.shape)))}$"):
+            wear_glasses(x, bad)
+    with pytest.raises(ValueError, match="wear_glasses"):
+        wear_glasses(x[0], m)
+
+
+def test_tv_and_nps_per_image_hand_values_with_partial_masks():
+    """Two images, a frame that is part of the image: per-image values, frame pixels only, divided by the frame
+    pixel count (1 here for the second image)."""
+    x = torch.zeros(2, 3, 3, 3)
+    x[0, 0, 0, 1] = 1.0          # image 0: as the hand case above, red at (0, 1)
+    x[1, 1, 1, 0] = 0.5          # image 1: green 0.5 below (0, 0)
+    m = torch.zeros(2, 1, 3, 3)
+    m[0] = 1.0
+    m[1, 0, 0, 0] = m[1, 0, 0, 1] = m[1, 0, 1, 0] = 1.0  # (0,0) and both its neighbours: only (0,0) is counted
+    tv = total_variation(x, m)
+    assert tv.shape == (2,)
+    assert tv[0].item() == pytest.approx((1 + 2 ** 0.5) / 9, abs=1e-4)  # (sqrt(1e-8) at flat pixels)
+    assert tv[1].item() == pytest.approx(0.5 / 3, abs=1e-4)  # sqrt(0² + 0.5²) at (0,0), over 3 frame pixels
+    one = torch.zeros(2, 1, 3, 3)
+    one[:, 0, 0, 0] = 1.0
+    assert total_variation(x, one)[1].item() == pytest.approx(0.0, abs=1e-3)
+    pal = [(0.0, 0.0, 0.0)]  # one colour: NPS = mean distance to black over the frame
+    nps = non_printability_score(x, one, pal)
+    assert nps.shape == (2,) and nps.tolist() == pytest.approx([0.0, 0.0], abs=1e-5)
+    two = torch.zeros(2, 1, 3, 3)
+    two[:, 0, 1, 0] = 1.0
+    two[:, 0, 2, 2] = 1.0
+    assert non_printability_score(x, two, pal).tolist() == pytest.approx([0.0, 0.25], abs=1e-5)
+    with pytest.raises(ValueError, match="palette"):
+        non_printability_score(x, two, torch.zeros(0, 3))
+
+
+def _pose_reference(x, n, seed, rotate, scale, shift, brightness):
+    """The documented pose: r ~ U(-1, 1)^5 per sample, rotation r0·rotate degrees, scale 1 + r1·scale, shift
+    (r2, r3)·shift of the side (2·shift in grid units), brightness × (1 + r4·brightness), border pixels repeated."""
+    b = x.shape[0]
+    r = torch.rand((n * b, 5), generator=torch.Generator().manual_seed(seed)) * 2 - 1
+    out = []
+    for k in range(n * b):
+        a, s = math.radians(float(r[k, 0]) * rotate), 1 + float(r[k, 1]) * scale
+        theta = torch.tensor([[math.cos(a) / s, -math.sin(a) / s, float(r[k, 2]) * 2 * shift],
+                              [math.sin(a) / s, math.cos(a) / s, float(r[k, 3]) * 2 * shift]])[None]
+        xi = x[k % b][None]
+        grid = F.affine_grid(theta, list(xi.shape), align_corners=False)
+        o = F.grid_sample(xi, grid, mode="bilinear", padding_mode="border", align_corners=False)
+        out.append((o * (1 + float(r[k, 4]) * brightness)).clamp(0, 1))
+    return torch.cat(out)
+
+
+def test_random_pose_equals_the_documented_transform_and_defaults():
+    x = torch.rand(2, 3, 12, 16, generator=torch.Generator().manual_seed(5)) * 0.2 + 0.8  # bright: clamping at 1
+    x[:, :, :, :3] = 0.0  # a dark border column: the border mode repeats it
+    for kw in (dict(rotate=5.0, scale=0.05, shift=0.03, brightness=0.1), dict(rotate=20.0, scale=0.3, shift=0.2,
+                                                                             brightness=0.5)):
+        got = random_pose(x, 3, torch.Generator().manual_seed(2), **kw)
+        torch.testing.assert_close(got, _pose_reference(x, 3, 2, **kw), atol=1e-5, rtol=0)
+    dflt = random_pose(x, 2, torch.Generator().manual_seed(4))
+    torch.testing.assert_close(dflt, _pose_reference(x, 2, 4, 5.0, 0.05, 0.03, 0.1), atol=1e-5, rtol=0)
+    assert random_pose(x, 1, torch.Generator().manual_seed(0)).shape == (2, 3, 12, 16)  # n = 1 is allowed
+
+
+def _const_model(logits):
+    class Const(nn.Module):
+        def forward(self, x):
+            return torch.as_tensor(logits, dtype=x.dtype).expand(x.shape[0], -1) + 0 * x.mean((1, 2, 3))[:, None]
+    return Const()
+
+
+def test_attack_defaults_batch_mask_and_a_single_image_at_a_time():
+    """Defaults: 100 steps, no NPS; a mask of batch 1 serves every image; attacking a batch equals attacking
+    each image alone (the softmax is over classes, not over the batch); EOT averages over each image's poses."""
+    model, x, m, y = _setup()
+    t = (y + 1) % 3
+    x3, y3, t3 = torch.cat([x, x[:1]]), torch.cat([y, y[:1]]), torch.cat([t, t[:1]])
+    adv, steps = eyeglass_attack(model, x3, y3, m[:1], t3, alpha=1 / 255, stop_confidence=None, return_steps=True)
+    assert steps.tolist() == [100, 100, 100] and steps.dtype == torch.long
+    expl = eyeglass_attack(model, x3, y3, m[:1], t3, steps=100, alpha=1 / 255, stop_confidence=None, nps_weight=0.0)
+    assert torch.equal(adv, expl)
+    for i in range(2):
+        alone = eyeglass_attack(model, x[i:i + 1], y[i:i + 1], m[:1], t[i:i + 1], steps=6, alpha=0.02,
+                                stop_confidence=None)
+        both = eyeglass_attack(model, x, y, m, t, steps=6, alpha=0.02, stop_confidence=None)
+        torch.testing.assert_close(both[i:i + 1], alone, atol=1e-6, rtol=0)
+    # EOT with 3 poses of 2 images: the objective is averaged over the poses of each image ([3, 2] -> [2])
+    eot, steps = eyeglass_attack(model, x, y, m, t, steps=2, alpha=0.02, stop_confidence=None, eot_samples=3,
+                                 generator=torch.Generator().manual_seed(0), return_steps=True)
+    assert steps.tolist() == [2, 2] and torch.equal(eot[~m.expand_as(x).bool()], x[~m.expand_as(x).bool()])
+
+
+def test_attack_stop_rule_ties_and_dodging_direction():
+    """Impersonation stops at p_target >= c (a tie at exactly c stops at once); dodging stops at p_true <= 1 - c
+    only, so a confident true class keeps being attacked."""
+    model, x, m, y = _setup()
+    t = (y + 1) % 3
+    x0 = wear_glasses(x, m)
+    p_t = torch.softmax(model(x0), -1).gather(1, t[:, None])[:, 0]
+    c = float(p_t[0])
+    adv, steps = eyeglass_attack(model, x[:1], y[:1], m[:1], t[:1], steps=5, alpha=0.05, stop_confidence=c,
+                                 return_steps=True)
+    assert steps.tolist() == [0] and torch.equal(adv, x0[:1])
+    p_y = torch.softmax(model(x0), -1).gather(1, y[:, None])[:, 0]
+    c = 1 - float(p_y[0])
+    adv, steps = eyeglass_attack(model, x[:1], y[:1], m[:1], None, steps=5, alpha=0.05, stop_confidence=c,
+                                 return_steps=True)
+    assert steps.tolist() == [0] and torch.equal(adv, x0[:1])
+    assert float(p_y.max()) > 0.3  # the true class is not yet below 0.1: dodging at c = 0.9 must move
+    adv, steps = eyeglass_attack(model, x, y, m, None, steps=3, alpha=0.05, stop_confidence=0.9, return_steps=True)
+    assert steps.tolist() == [3, 3] and not torch.equal(adv, x0)
+    assert eyeglass_attack(model, x, y, m, t, steps=0, stop_confidence=1.0).shape == x.shape  # c = 1 allowed
+    with pytest.raises(ValueError, match=r"^stop_confidence: must be in \(0, 1\] or None, got 0"):
+        eyeglass_attack(model, x, y, m, t, stop_confidence=0.0)
+    with pytest.raises(ValueError, match=r"^images: expected \[B,3,H,W\], got \(2, 1, 32, 32\)$"):
+        eyeglass_attack(model, x[:, :1], y, m, t)
+
+
+def test_attack_init_colour_and_nps_pull_towards_the_given_palette():
+    """With a classifier that ignores the image, only the NPS term moves the frame: towards the given palette
+    colour (here magenta-ish, from a gray start), and the default palette (which holds gray) would not move it."""
+    model = _const_model([0.0, 1.0, 2.0])
+    _, x, m, y = _setup()
+    gray = (0.5, 0.5, 0.5)
+    z = eyeglass_attack(model, x, y, m, None, steps=0, init_color=gray)
+    assert torch.equal(z, wear_glasses(x, m, gray))
+    pal = [(0.9, 0.1, 0.9)]
+    adv = eyeglass_attack(model, x, y, m, None, steps=3, alpha=0.05, stop_confidence=None, init_color=gray,
+                          nps_weight=1.0, palette=pal)
+    inside = m[:, 0].bool()
+    r, g, b = (adv[:, k][inside] for k in range(3))
+    assert torch.allclose(r, torch.full_like(r, 0.65)) and torch.allclose(g, torch.full_like(g, 0.35))
+    assert torch.allclose(b, torch.full_like(b, 0.65))
+    assert (non_printability_score(adv, m, pal) < non_printability_score(z, m, pal)).all()
+
+
+if __name__ == "__main__" and "--write-golden" in sys.argv:
+    GOLDEN.write_text(json.dumps({"produced_by": "python tests/test_attacks_eyeglasses.py --write-golden",
+                                  "cases": {k: _pack(glasses_mask(lm, size, **kw))
+                                            for k, (lm, size, kw) in mask_cases().items()}}, indent=1) + "\n")
+    print(f"wrote {GOLDEN}")
