@@ -23,7 +23,6 @@ import re
 import subprocess
 import sys
 import tempfile
-import textwrap
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -43,15 +42,14 @@ def parse_results(run_dir: Path) -> dict[str, str]:
     return out
 
 
-def mutant_diff(run_dir: Path, name: str) -> tuple[str, str, str]:
-    """(file, old text, new text) of one mutant, from ``mutmut show``; texts are the function's dedented lines."""
+def mutant_diff(run_dir: Path, name: str) -> tuple[str, list[tuple[str, str]]]:
+    """(file, hunk) of one mutant from ``mutmut show``: the hunk's lines as (tag, text), tag one of " ", "-", "+",
+    text as mutmut prints the function (dedented by the function's own indent, string contents as they are)."""
     p = subprocess.run([str(MUTMUT), "show", name], cwd=run_dir, capture_output=True, text=True, check=True)
     lines = p.stdout.splitlines()
     file = next(ln[4:].strip() for ln in lines if ln.startswith("--- "))
     body = lines[next(i for i, ln in enumerate(lines) if ln.startswith("@@")) + 1:]
-    old = [ln[1:] for ln in body if ln[:1] in (" ", "-")]
-    new = [ln[1:] for ln in body if ln[:1] in (" ", "+")]
-    return file, "\n".join(old) + "\n", "\n".join(new) + "\n"
+    return file, [(ln[:1], ln[1:]) for ln in body if ln[:1] in (" ", "-", "+")]
 
 
 def function_span(tree: ast.Module, cls: str | None, func: str) -> tuple[int, int, int]:
@@ -64,11 +62,14 @@ def function_span(tree: ast.Module, cls: str | None, func: str) -> tuple[int, in
 
 
 def apply_mutant(root: Path, run_dir: Path, name: str) -> tuple[Path, str] | str:
-    """Apply ``name`` to the copy at ``root``; returns (path, original text) to restore, or a reason it is stale."""
+    """Apply ``name`` to the copy at ``root``; returns (path, original text) to restore, or a reason it is stale.
+
+    The hunk's context and removed lines are matched line by line (ignoring indentation) inside the mutated
+    function, where they must occur exactly once; added lines get the function's indent back."""
     m = NAME.match(name)
     if not m:
         return f"unparsed mutant name {name!r}"
-    file, old, new = mutant_diff(run_dir, name)
+    file, hunk = mutant_diff(run_dir, name)
     path = root / file
     text = path.read_text(encoding="utf-8")
     try:
@@ -76,11 +77,21 @@ def apply_mutant(root: Path, run_dir: Path, name: str) -> tuple[Path, str] | str
     except StopIteration:
         return f"{m['cls'] or ''}.{m['func']} not found in {file}"
     lines = text.splitlines(keepends=True)
-    src = textwrap.dedent("".join(lines[first - 1:last]))
-    if src.count(old) != 1:
-        return f"the mutated text occurs {src.count(old)} times in {m['func']} (expected once)"
-    mutated = textwrap.indent(src.replace(old, new), " " * indent)
-    path.write_text("".join(lines[:first - 1]) + mutated + "".join(lines[last:]), encoding="utf-8")
+    span = [ln.strip() for ln in lines[first - 1:last]]
+    old = [s.strip() for tag, s in hunk if tag in (" ", "-")]
+    starts = [i for i in range(len(span) - len(old) + 1) if span[i:i + len(old)] == old]
+    if len(starts) != 1:
+        return f"the mutated lines occur {len(starts)} times in {m['func']} (expected once)"
+    j = first - 1 + starts[0]
+    out = lines[:j]
+    for tag, s in hunk:
+        if tag == " ":
+            out.append(lines[j])
+        if tag in (" ", "-"):
+            j += 1
+        if tag == "+":
+            out.append(" " * indent + s + "\n")
+    path.write_text("".join(out + lines[j:]), encoding="utf-8")
     return path, text
 
 
