@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from facelab.attacks import erf
 from facelab.attacks.lip import (
@@ -226,3 +227,48 @@ def test_erf_of_the_tiny_detector_lies_inside_its_theoretical_rf(det):
     assert st["erf_area"] <= st["trf_area"] <= (2 * TINY_TRF_RADIUS + 1) ** 2
     with pytest.raises(ValueError, match="anchor"):
         erf.erf_gradients(det, ims, 10 ** 6)
+
+
+class FakeCenterNet(nn.Module):
+    """A CenterNet-like object detector (``stride``, ``labels``, ``input_size``; ``forward`` -> heat [B,C,h,w] and
+    box extents [B,4,h,w]) with given outputs."""
+
+    stride, labels, input_size = 4, ("person", "face", "car"), 12
+
+    def __init__(self, heat: torch.Tensor, wh: torch.Tensor) -> None:
+        super().__init__()
+        self.heat, self.wh = heat, wh
+
+    def forward(self, x):
+        return self.heat + 0 * x.mean(), self.wh
+
+
+def test_centernet_dense_output_hand_computed():
+    """One 'anchor' per heat-map cell, cell by cell in row order: the score is the cell's best class, the prior a
+    stride-sized square at (col, row) * stride, the box the cell centre minus/plus the four extents; all in the
+    pixels of the image (input_size 12 -> a 16 x 24 image: x * 2, y * 4/3); logits are the log-odds."""
+    g = torch.Generator().manual_seed(0)
+    heat = torch.rand(2, 3, 2, 3, generator=g) * 0.98 + 0.01
+    heat[1, 2, 1, 2] = 1.0  # clamped to 1 - 1e-6 for the log-odds
+    wh = torch.rand(2, 4, 2, 3, generator=g) * 5
+    x = torch.zeros(2, 3, 16, 24)
+    d = dense_of(FakeCenterNet(heat, wh), x)
+    assert d.scores.shape == (2, 6) and d.boxes.shape == (2, 6, 4) and d.anchors.shape == (2, 6, 4)
+    sx, sy, s = 24 / 12, 16 / 12, 4
+    for b in range(2):
+        for row in range(2):
+            for col in range(3):
+                k = row * 3 + col
+                p = float(heat[b, :, row, col].max())
+                assert d.scores[b, k].item() == pytest.approx(p)
+                q = torch.tensor(p).clamp(1e-6, 1 - 1e-6).item()  # (in float32, as the net computes)
+                assert d.logits[b, k].item() == pytest.approx(math.log(q) - math.log1p(-q), rel=1e-4)
+                cx, cy = col * s, row * s
+                e = wh[b, :, row, col].tolist()
+                want = [(cx - e[0]) * sx, (cy - e[1]) * sy, (cx + e[2]) * sx, (cy + e[3]) * sy]
+                assert d.boxes[b, k].tolist() == pytest.approx(want, abs=1e-5)
+                prior = [(cx - s / 2) * sx, (cy - s / 2) * sy, (cx + s / 2) * sx, (cy + s / 2) * sy]
+                assert d.anchors[b, k].tolist() == pytest.approx(prior, abs=1e-5)
+    assert math.isfinite(d.logits[1, 5].item()) and d.logits[1, 5].item() > 13  # log-odds of 1 - 1e-6
+    with pytest.raises(TypeError, match=r"^model: Linear has no dense output"):
+        dense_of(nn.Linear(2, 2), x)
