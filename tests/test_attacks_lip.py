@@ -272,3 +272,78 @@ def test_centernet_dense_output_hand_computed():
     assert math.isfinite(d.logits[1, 5].item()) and d.logits[1, 5].item() > 13  # log-odds of 1 - 1e-6
     with pytest.raises(TypeError, match=r"^model: Linear has no dense output"):
         dense_of(nn.Linear(2, 2), x)
+
+
+# -- exact regions, assignment and anchor losses (issue 19) ------------------------------------------------------
+def test_box_regions_include_pixel_centres_on_the_box_edges():
+    """Pixel centres (k + 0.5) on a box edge are inside; two boxes give two masks."""
+    m = box_regions(torch.tensor([[1.5, 0.5, 3.5, 1.5], [0.0, 2.0, 1.0, 4.0]]), (4, 5))
+    want0 = torch.zeros(4, 5)
+    want0[0:2, 1:4] = 1  # x centres 1.5, 2.5, 3.5; y centres 0.5, 1.5
+    want1 = torch.zeros(4, 5)
+    want1[2:4, 0] = 1  # x centre 0.5; y centres 2.5, 3.5
+    assert torch.equal(m, torch.stack([want0, want1]))
+
+
+def test_disc_regions_hand_counted():
+    """A disc holds the pixel centres at distance <= r (a centre exactly at r counts); one radius for all
+    centres or one per centre; x is the first coordinate."""
+    m = disc_regions(torch.tensor([[2.5, 1.5], [0.5, 3.5]]), 1.0, (5, 6))
+    want = torch.zeros(2, 5, 6)
+    for (y, x) in ((1, 2), (0, 2), (2, 2), (1, 1), (1, 3)):
+        want[0, y, x] = 1
+    for (y, x) in ((3, 0), (2, 0), (4, 0), (3, 1)):
+        want[1, y, x] = 1
+    assert torch.equal(m, want)
+    per = disc_regions(torch.tensor([[2.5, 1.5], [0.5, 3.5]]), torch.tensor([0.0, 1.0]), (5, 6))
+    assert per[0].sum() == 1 and per[0, 1, 2] == 1 and torch.equal(per[1], want[1])
+    big = disc_regions(torch.tensor([[2.5, 2.5]]), 2.0, (5, 5))  # r = 2: d² <= 4, not d <= 4 (that is 2 r)
+    assert int(big.sum()) == 13
+
+
+def test_assign_anchors_iou_tie_bound_and_default():
+    """An anchor whose decoded box has IoU exactly ``iou`` with a face belongs to it; iou = 1 is allowed; the
+    default is 0.3 (and reaches instance_losses and anchor_regions)."""
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 3.0], [0.0, 0.0, 10.0, 2.9], [50, 50, 60, 60.0]])
+    anchors = boxes.clone()
+    assert assign_anchors(boxes, anchors, gt).tolist() == [0, 0, -1, -1]  # IoU 1, 0.3 (tie), 0.29, 0
+    assert assign_anchors(boxes, anchors, gt, 1.0).tolist() == [0, -1, -1, -1]
+    with pytest.raises(ValueError, match=r"^iou: must lie in \(0, 1\], got 1.5$"):
+        assign_anchors(boxes, anchors, gt, 1.5)
+    scores = torch.tensor([[0.5, 0.5, 0.5, 0.5]])
+    dense = DenseOutput(anchors[None], boxes[None], scores, None)
+    (loss,) = instance_losses(dense, [gt])
+    assert loss.tolist() == pytest.approx([2 * math.log(2)])  # two anchors, -log(1 - 0.5) each
+    regions = anchor_regions(dense, gt, (12, 12))
+    assert int(regions.sum()) == 100  # the union of the two priors: the 10 x 10 box
+    with pytest.raises(ValueError, match=r"^gts: 2 box lists for a batch of 1 images$"):
+        instance_losses(dense, [gt, gt])
+
+
+def test_anchor_loss_from_scores_is_finite_at_one():
+    boxes = torch.tensor([[[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 9.0]]])
+    dense = DenseOutput(boxes, boxes, torch.tensor([[1.0, 0.75]]), None)
+    (loss,) = instance_losses(dense, [torch.tensor([[0.0, 0.0, 10.0, 10.0]])])
+    q = torch.tensor(1.0).clamp(max=1 - 1e-6).item()  # 1 - 1e-6 in float32
+    assert loss.item() == pytest.approx(-math.log1p(-q) - math.log(0.25), rel=1e-4)
+
+
+def test_region_groups_reach_boundaries():
+    """Regions 0 (cols 0-1), 1 (cols 4-5), 2 (col 7): reach 0 groups all (no overlap); reach 1.5 is rounded up to
+    2 px, which joins 1 and 2 (1 empty column) but not 0 and 1 (2 empty columns); reach 3 separates 0 and 1 too.
+    Adjacent regions share a group at reach 0 only."""
+    m = torch.zeros(3, 1, 12)
+    m[0, 0, 0:2] = 1
+    m[1, 0, 4:6] = 1
+    m[2, 0, 7:8] = 1
+    assert region_groups(m, 0) == [[0, 1, 2]]
+    assert region_groups(m, 1) == [[0, 1, 2]]
+    assert region_groups(m, 1.5) == [[0, 1], [2]]
+    assert region_groups(m, 3) == [[0, 2], [1]]
+    adjacent = torch.zeros(2, 1, 6)
+    adjacent[0, 0, 0:2] = 1
+    adjacent[1, 0, 2:4] = 1
+    assert region_groups(adjacent, 0) == [[0, 1]] and region_groups(adjacent, 0.5) == [[0], [1]]
+    with pytest.raises(ValueError, match=r"^reach: must be >= 0"):
+        region_groups(m, -1)
