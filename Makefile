@@ -8,7 +8,7 @@ STAMP := $(VENV)/.facelab-installed
 RUN ?= runs/main
 PYTEST_ARGS ?=
 
-.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool mutation-known bench-setup bench
+.PHONY: setup assets test book lab chapters clean-book lock help mutation mutation-tool mutation-known mutation-recheck bench-setup bench
 
 help:
 	@echo "make test   - set up (venv, pinned install, kernel, assets) and run the whole test suite"
@@ -123,6 +123,11 @@ mutation: mutation-tool
 # issue 19's hand-made mutants (models, experiment steps, metrics): each must fail the tests (tools/known_mutants.py)
 mutation-known: $(STAMP)
 	$(PY) tools/known_mutants.py
+
+# re-check a finished run's survivors against the tests as they are now (`make mutation-recheck RUN=attacks.ffa`)
+mutation-recheck: mutation-tool
+	@test -n "$(RUN)" || { echo "RUN=<module or module.file> of a finished run in $(MUTATION_DIR)"; exit 1; }
+	FACELAB_HYPOTHESIS_PROFILE=mutation $(PY) tools/recheck_mutants.py $(MUTATION_DIR)/$(RUN)
 
 mutation_tests = $(or $(MUTATION_TESTS_$(1)),$(MUTATION_TESTS_$(firstword $(subst ., ,$(1)))))
 
