@@ -208,3 +208,64 @@ def test_iterative_ffa_accepts_a_flip_only_if_its_rounding_flips():
     assert r.images[:, 2, 0, 0].eq(0).all() and r.images[:, 2, 3, 3].eq(1).all()
     # 6 steps seen (0..5) by 2 images + the rounding checks at steps 4 and 5 (2 images each)
     assert r.forwards == 2 * 6 + 2 * 2
+
+
+def test_line_search_bounds_defaults_and_counts():
+    """rounds = 0 (doubling only), points = 2 and doubling_chunk = 1 are valid; the defaults are 2 rounds of an
+    8-point search, 4 doubling candidates per pass and 256 images per forward call; the forward count is exact."""
+    x, d, thr, is_flipped, calls = toy()
+    r0 = line_search(x, d, is_flipped, rounds=0)
+    # doubling only: eps = the first flipping power of two (levels 4, 1, 32, 2)
+    assert (r0.eps[:4] * 255).round().tolist() == [4.0, 1.0, 32.0, 2.0]
+    r2 = line_search(x, d, is_flipped, points=2, doubling_chunk=1)
+    assert r2.flipped.tolist() == [True, True, True, True, False]
+    # chunk 4 over the 8-step grid: pass 1 = 5 images x 4, pass 2 = image 2 (flips at 32) and image 4 x 4,
+    # then 2 rounds x 4 found images x 8 points
+    calls["n"] = 0
+    dflt = line_search(x, d, is_flipped)
+    assert dflt.forwards == 5 * 4 + 2 * 4 + 2 * 4 * 8 and dflt.passes == 4 and calls["n"] == 4
+    assert torch.equal(dflt.images, line_search(x, d, is_flipped, rounds=2, points=8, doubling_chunk=4).images)
+    # every image flips within the first pass: the search goes straight to the rounds
+    early = line_search(x[:4], d[:4], lambda im, src: im[:, 0, 0, 0] > thr[src], doubling_chunk=8)
+    assert early.passes == 3 and early.flipped.all()
+    # 257 candidates in one pass: two forward calls of at most 256
+    big = torch.zeros(257, 3, 1, 1)
+    dd = torch.ones_like(big)
+    sizes = []
+
+    def f(images, source):
+        sizes.append(images.shape[0])
+        return images[:, 0, 0, 0] > 0.5
+    line_search(big, dd, f, rounds=0, doubling_chunk=1, eps_max=1 / 255)
+    assert sizes == [256, 1]
+    sizes.clear()
+    line_search(big, dd, f, rounds=0, doubling_chunk=1, eps_max=1 / 255, batch_size=100)
+    assert sizes == [100, 100, 57]
+
+
+def test_line_search_without_rounding_stays_continuous_and_in_the_unit_box():
+    """rounding=False: the found image is x + eps d clipped to [0, 1], not rounded to 8 bits."""
+    x = torch.full((2, 3, 2, 2), 0.3)
+    d = torch.zeros_like(x)
+    d[:, 0, 0, 0] = 1.0
+    x[:, 1, 0, 0], d[:, 1, 0, 0] = 0.01, -1.0    # pushed below 0: clipped
+    x[:, 2, 0, 0], d[:, 2, 0, 0] = 0.999, 1.0    # pushed above 1: clipped
+    thr = torch.tensor([0.3 + 10.3 / 255, 0.3 + 0.2 / 255])
+
+    def is_flipped(images, source):
+        return images[:, 0, 0, 0] > thr[source]
+    r = line_search(x, d, is_flipped, rounding=False)
+    want = (x + r.eps.view(-1, 1, 1, 1) * d).clamp(0, 1)
+    assert torch.equal(r.images, want) and not torch.equal(r.images, quantize(r.images))
+    assert r.images[0, 1, 0, 0] == 0 and r.images[0, 2, 0, 0] == 1
+    assert (r.eps * 255 > torch.tensor([10.3, 0.2])).all()
+    n = line_search_naive(x, d, is_flipped, rounding=False)
+    assert torch.equal(n.images, r.images)
+
+
+def test_line_search_rejects_bad_rounds_and_points_by_name():
+    x, d, _, f, _ = toy()
+    with pytest.raises(ValueError, match=r"^rounds: must be an int >= 0, got 1.5$"):
+        line_search(x, d, f, rounds=1.5)
+    with pytest.raises(ValueError, match=r"^points: must be an int >= 2, got 1$"):
+        line_search(x, d, f, points=1)
