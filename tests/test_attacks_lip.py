@@ -11,9 +11,11 @@ from torch import nn
 
 from facelab.attacks import erf
 from facelab.attacks.lip import (
-    METHODS, anchor_regions, assign_anchors, box_regions, dense_of, disc_regions, imp_loss, instance_gradients,
+    METHODS, anchor_regions, assign_anchors, box_regions, dense_of, disc_regions, faces_alive, imp_loss,
+    instance_gradients,
     instance_losses, lip_attack, lip_loss, localized_gradient, region_groups,
 )
+from facelab.attacks.fgsm import ifgsm
 from facelab.models.base import DenseOutput
 from test_attacks_patch import TinyDetector
 
@@ -347,3 +349,53 @@ def test_region_groups_reach_boundaries():
     assert region_groups(adjacent, 0) == [[0, 1]] and region_groups(adjacent, 0.5) == [[0], [1]]
     with pytest.raises(ValueError, match=r"^reach: must be >= 0"):
         region_groups(m, -1)
+
+
+class TwoAnchorDetector(nn.Module):
+    """Per face k (of two, side by side): anchor 2k = the face (score a_k), anchor 2k+1 = the face's left 60 %
+    (IoU 0.6, score b_k)."""
+
+    def __init__(self, scores: list[float]) -> None:
+        super().__init__()
+        self.s = torch.tensor(scores)
+
+    def dense(self, x):
+        boxes = torch.tensor([[0.0, 0, 10, 10], [0, 0, 6, 10], [20, 0, 30, 10], [20, 0, 26, 10]])
+        b = x.shape[0]
+        return DenseOutput(boxes.expand(b, -1, -1), boxes.expand(b, -1, -1),
+                           self.s.expand(b, -1) + 0 * x.mean(), None)
+
+
+def test_faces_alive_uses_the_assignment_iou_every_face_and_the_operating_threshold():
+    gts = [torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10]])]
+    x = torch.zeros(1, 3, 12, 32)
+    det = TwoAnchorDetector([0.1, 0.1, 0.1, 0.9])  # face 1's partial anchor is still live
+    assert faces_alive(det, gts, 0.5)(x).tolist() == [False]          # iou 0.3 (default): anchor 3 belongs to face 1
+    assert faces_alive(det, gts, 0.5, iou=0.7)(x).tolist() == [True]  # iou 0.7: it does not
+    det = TwoAnchorDetector([0.1, 0.5, 0.1, 0.1])  # face 0's partial anchor exactly at delta
+    assert faces_alive(det, gts, 0.5)(x).tolist() == [False]
+    assert faces_alive(det, gts, 0.51)(x).tolist() == [True]
+
+
+def test_lip_attack_passes_iou_regions_and_stop_to_every_method(det):
+    """Each method equals its I-FGSM composition with the given iou; an image without faces is left as it is;
+    stop_delta = 1 (no score reaches it) freezes every method at once."""
+    x, boxes = scene(2)
+    x2 = torch.cat([x, x.flip(-1)])
+    gts = [boxes, torch.zeros(0, 4)]
+    regions = [box_regions(boxes, (64, 64)), torch.zeros(0, 64, 64)]
+    union = torch.stack([regions[0].amax(0), torch.zeros(64, 64)])[:, None]
+    manual = {"imp": lambda iou: ifgsm(x2, imp_loss(det, gts, iou), 8 / 255, 2, 2 / 255),
+              "lp": lambda iou: ifgsm(x2, imp_loss(det, gts, iou), 8 / 255, 2, 2 / 255, mask=union),
+              "lip_a": lambda iou: ifgsm(x2, lip_loss(det, gts, regions, iou), 8 / 255, 2, 2 / 255)}
+    for method, ref in manual.items():
+        got = lip_attack(det, x2, gts, method, 8 / 255, 2, 2 / 255, regions=regions, iou=0.6)
+        assert torch.equal(got, ref(0.6)), method
+        assert torch.equal(lip_attack(det, x2, gts, method, 8 / 255, 2, 2 / 255, regions=regions), ref(0.3)), method
+        assert torch.equal(got[1], x2[1]), method
+        still = lip_attack(det, x2, gts, method, 8 / 255, 2, 2 / 255, regions=regions, stop_delta=1.0)
+        assert torch.equal(still, x2), method
+    with pytest.raises(ValueError, match=r"^gts: 1 box lists for 2 images$"):
+        lip_attack(det, x2, gts[:1], "imp", 8 / 255, 2)
+    with pytest.raises(ValueError, match=r"^masks\[0\]: 1 regions for 2 faces$"):
+        lip_loss(det, gts, [regions[0][:1], regions[1]])

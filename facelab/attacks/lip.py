@@ -116,6 +116,9 @@ def instance_losses(dense: DenseOutput, gts: Sequence[Tensor], iou: float = 0.3)
         assign = assign_anchors(dense.boxes[b], dense.anchors[b], g, iou)
         per = _anchor_loss(dense, b)
         n = len(g)
+        if n == 0:  # an image without faces has no instance losses (the empty slice stays in the graph)
+            out.append(per[:0])
+            continue
         out.append(torch.zeros(n, dtype=per.dtype, device=per.device).index_add(0, assign.clamp(min=0),
                                                                                  per * (assign >= 0).to(per)))
     return out
