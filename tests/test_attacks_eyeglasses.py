@@ -63,7 +63,8 @@ def _rotated(p: np.ndarray, deg: float, centre: tuple[float, float]) -> np.ndarr
 
 
 def mask_cases() -> dict[str, tuple[np.ndarray, tuple[int, int], dict]]:
-    """Landmarks, size and options of the golden frame masks: defaults, a wide jaw (long arms), a tilted face on a
+    """Landmarks, size and options of the golden frame masks: narrow lenses (a visible bridge over the nose root),
+    defaults, a wide jaw (long arms), a tilted face on a
     non-square image, other rim/thickness options without arms, and a nose root too far from the eyes (the bridge
     then joins the rims at the eye line)."""
     far_nose = face_landmarks(64)
@@ -71,7 +72,10 @@ def mask_cases() -> dict[str, tuple[np.ndarray, tuple[int, int], dict]]:
     wide = face_landmarks(64)
     wide[:17, 0] = np.linspace(3.0, 59.0, 17)  # a wide jaw: long temple arms (jaw points 0 and 16 at x = 3, 59)
     wide[:17, 1] = np.linspace(24.0, 34.0, 17)
+    bridge = face_landmarks(96)
+    bridge[27] = (47.5, 34.0)  # the nose root 6.5 px above the eye line (y = 40.5): a bridge arched above it
     return {
+        "bridge_narrow_lenses_96": (bridge, (96, 96), dict(lens_width=0.6, thickness=0.08)),
         "wide_jaw_arms_64": (wide, (64, 64), {}),
         "default_64": (face_landmarks(64), (64, 64), {}),
         "tilted_72x96": (_rotated(face_landmarks(64, shift=10.0), 17.0, (40.0, 30.0)), (72, 96), {}),
