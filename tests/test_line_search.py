@@ -269,3 +269,8 @@ def test_line_search_rejects_bad_rounds_and_points_by_name():
         line_search(x, d, f, rounds=1.5)
     with pytest.raises(ValueError, match=r"^points: must be an int >= 2, got 1$"):
         line_search(x, d, f, points=1)
+
+
+def test_quantize_clips_then_rounds_to_8_bits():
+    q = quantize(torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.7, 2.5 / 255]))
+    assert torch.equal(q, torch.tensor([0.0, 0.0, 128.0, 255.0, 255.0, 2.0]) / 255)  # half to even: 2.5 -> 2
