@@ -127,7 +127,7 @@ mutation-known: $(STAMP)
 # re-check a finished run's survivors against the tests as they are now (`make mutation-recheck RUN=attacks.ffa`)
 mutation-recheck: mutation-tool
 	@test -n "$(RUN)" || { echo "RUN=<module or module.file> of a finished run in $(MUTATION_DIR)"; exit 1; }
-	FACELAB_HYPOTHESIS_PROFILE=mutation $(PY) tools/recheck_mutants.py $(MUTATION_DIR)/$(RUN)
+	$(PY) tools/recheck_mutants.py $(MUTATION_DIR)/$(RUN)
 
 mutation_tests = $(or $(MUTATION_TESTS_$(1)),$(MUTATION_TESTS_$(firstword $(subst ., ,$(1)))))
 

@@ -102,6 +102,17 @@ def scratch_copy(dest: Path) -> None:
             shutil.copy2(src, dest / rel)
 
 
+def checked_scratch_copy(dest: Path) -> None:
+    """:func:`scratch_copy`, then check that Python run in ``dest`` imports that copy's facelab (an editable
+    install must not shadow it, or every mutant would be tested against the unmutated tree)."""
+    scratch_copy(dest)
+    env = dict(os.environ, PYTHONPATH=str(dest))
+    where = subprocess.run([sys.executable, "-c", "import facelab; print(facelab.__file__)"], cwd=dest, env=env,
+                           capture_output=True, text=True).stdout.strip()
+    if not where.startswith(str(dest)):
+        raise SystemExit(f"the scratch copy is not the facelab that tests import ({where}); nothing was checked")
+
+
 def apply(root: Path, m: Mutant, revert: bool = False) -> None:
     path = root / m.file
     text = path.read_text()
@@ -140,12 +151,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="known-mutants-") as tmp:
         root = Path(tmp)
-        scratch_copy(root)
-        env = dict(os.environ, PYTHONPATH=str(root))
-        where = subprocess.run([sys.executable, "-c", "import facelab; print(facelab.__file__)"], cwd=root, env=env,
-                               capture_output=True, text=True).stdout.strip()
-        if not where.startswith(str(root)):  # e.g. an editable install that shadows the scratch copy
-            raise SystemExit(f"the scratch copy is not the facelab that tests import ({where}); nothing was checked")
+        checked_scratch_copy(root)
         survivors = []
         for m in chosen:
             apply(root, m)  # checks the text exists once before anything runs

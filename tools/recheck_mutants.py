@@ -7,7 +7,7 @@ this script re-applies only those mutants (``mutmut show NAME`` in the run's fol
 scratch copy of the working tree, one at a time, and runs the run's test files (their current versions from
 ``tests/``) with ``pytest -x``. A mutant is *killed* when pytest reports a failing test (exit status 1) or runs past
 ``--timeout`` (mutmut's convention). The unmutated copy must pass the same tests first. The diff is applied inside
-the mutated function only (its span found with ``ast``), and the text it replaces must occur there exactly once, so a
+the mutated function only (its span found with ``ast``), and the lines it replaces must occur there exactly once, so a
 mutant that no longer fits the code is reported as ``stale`` rather than silently counted.
 
 Prints one line per mutant and the module's score with the re-checked survivors:
@@ -26,7 +26,7 @@ import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from known_mutants import ROOT, pytest, scratch_copy  # noqa: E402
+from known_mutants import checked_scratch_copy, pytest  # noqa: E402
 
 MUTMUT = Path(sys.executable).with_name("mutmut")
 NAME = re.compile(r"^(?P<module>[\w.]+?)\.x(?:ǁ(?P<cls>\w+)ǁ|_)(?P<func>\w+?)__mutmut_\d+$")
@@ -110,11 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="recheck-mutants-") as tmp:
         root = Path(tmp)
-        scratch_copy(root)
-        where = subprocess.run([sys.executable, "-c", "import facelab; print(facelab.__file__)"], cwd=root,
-                               capture_output=True, text=True).stdout.strip()
-        if not where.startswith(str(root)):
-            raise SystemExit(f"the scratch copy is not the facelab that tests import ({where}); nothing was checked")
+        checked_scratch_copy(root)
         rc, t, tail = pytest(root, tests)
         if rc != 0:
             print(f"the unmutated tests do not pass (pytest exit {rc}): {tail}")
