@@ -421,6 +421,111 @@ def test_attack_rejects_bad_arguments():
         eyeglass_attack(model, x, y, m, eot_samples=-1)
 
 
+
+# -- the objective, term by term (mutation survivors) ----------------------------------------------------------
+def _reference_attack(model, x, y, m, t, steps, alpha, tv_weight=0.0, nps_weight=0.0, palette=DEFAULT_PALETTE,
+                      eot_samples=0, eot_kwargs=None, seed=0):
+    """The documented objective written out: sign·log p_cls (averaged over the EOT poses of each image), minus
+    tv_weight·TV and nps_weight·NPS, ascended by I-FGSM inside the frame (eps = 1) from the yellow frame."""
+    from facelab.attacks.fgsm import ifgsm
+    b = x.shape[0]
+    mm = m.expand(b, -1, -1, -1)
+    cls, sign = (t, 1.0) if t is not None else (y, -1.0)
+    g = torch.Generator().manual_seed(seed)
+
+    def loss(z):
+        if eot_samples:
+            zs = random_pose(z, eot_samples, g, **(eot_kwargs or {}))
+            logp = torch.log_softmax(model(zs), 1)[torch.arange(eot_samples * b), cls.repeat(eot_samples)]
+            obj = sign * logp.reshape(eot_samples, b).mean(0)
+        else:
+            obj = sign * torch.log_softmax(model(z), 1)[torch.arange(b), cls]
+        return obj - tv_weight * total_variation(z, mm) - nps_weight * non_printability_score(z, mm, palette)
+
+    return ifgsm(wear_glasses(x, mm), loss, eps=1.0, steps=steps, alpha=alpha, mask=mm)
+
+
+@pytest.mark.parametrize("targeted", [True, False])
+def test_attack_equals_the_documented_objective_with_tv_nps_and_eot(targeted):
+    """The classification term's weight (±1) against TV and NPS, the softmax over classes (not over the batch or
+    the poses), the mean over the poses of each image and the EOT options reaching random_pose."""
+    model, x, y, m = *_setup()[:2], _setup()[3], _setup()[2]
+    t = (y + 1) % 3 if targeted else None
+    kw = dict(steps=3, alpha=0.03, tv_weight=0.02, nps_weight=0.002)
+    got = eyeglass_attack(model, x, y, m, t, stop_confidence=None, **kw)
+    want = _reference_attack(model, x, y, m, t, **kw)
+    assert torch.allclose(got, want, atol=1e-6), "objective without EOT"
+    for w in (dict(tv_weight=0.0), dict(tv_weight=0.04), dict(nps_weight=0.0)):  # the terms' balance matters
+        assert not torch.allclose(_reference_attack(model, x, y, m, t, **{**kw, **w}), want, atol=1e-6), w
+    ekw = dict(rotate=20.0, brightness=0.3)
+    got = eyeglass_attack(model, x, y, m, t, stop_confidence=None, eot_samples=3, eot_kwargs=ekw,
+                          generator=torch.Generator().manual_seed(5), **kw)
+    want = _reference_attack(model, x, y, m, t, eot_samples=3, eot_kwargs=ekw, seed=5, **kw)
+    assert torch.allclose(got, want, atol=1e-6), "objective with EOT"
+    assert not torch.allclose(_reference_attack(model, x, y, m, t, eot_samples=3, seed=5, **kw), want, atol=1e-6)
+
+
+def test_attack_mask_shapes_stop_bound_and_messages():
+    model, x, m, y = _setup()
+    x3, y3 = torch.cat([x, x[:1]]), torch.cat([y, y[:1]])
+    one = eyeglass_attack(model, x3, y3, m[:1], None, steps=1, alpha=0.05, stop_confidence=None)  # batch-1 mask
+    assert torch.equal(one, eyeglass_attack(model, x3, y3, m[:1].expand(3, -1, -1, -1), None, steps=1, alpha=0.05,
+                                            stop_confidence=None))
+    bad = {"batch 2 for 3 images": (x3, y3, m),
+           "two channels": (x, y, m.expand(-1, 2, -1, -1)),
+           "five dims": (x, y, m[:1, None])}
+    for why, (xi, yi, mi) in bad.items():
+        with pytest.raises(ValueError, match=rf"^mask: expected \[B,1,H,W\] matching the images, got "
+                                             rf"{re.escape(str(tuple(mi.shape)))}$"):
+            eyeglass_attack(model, xi, yi, mi)
+    with pytest.raises(ValueError, match=r"^images: expected \[B,3,H,W\], got \(1, 3, 32\)$"):
+        eyeglass_attack(model, x[:1, :, 0], y[:1], m[:1])
+    with pytest.raises(ValueError, match=r"^stop_confidence: must be in \(0, 1\] or None, got 1.0001$"):
+        eyeglass_attack(model, x, y, m, stop_confidence=1.0001)
+    # stop_confidence = 1: impersonation stops only at p_target = 1 exactly
+    t = (y + 1) % 3
+    _, steps = eyeglass_attack(model, x, y, m, t, steps=2, alpha=0.01, stop_confidence=1.0, return_steps=True)
+    assert steps.tolist() == [2, 2]
+
+
+def test_nps_and_tv_palette_dtype_and_pixel_count_rules():
+    x = torch.tensor([0.2, 0.4, 0.6], dtype=torch.float64).view(1, 3, 1, 1).expand(1, 3, 3, 4).clone()
+    mask = torch.zeros(1, 1, 3, 4, dtype=torch.float64)
+    mask[0, 0, 1, 2] = 1  # one frame pixel: NPS is that pixel's distance, divided by 1 (not by 2)
+    pal = [(0.1, 0.3, 0.7)]  # one colour is a valid palette
+    got = non_printability_score(x, mask, pal)
+    assert got.dtype == torch.float64
+    assert got.item() == pytest.approx(math.sqrt(0.1 ** 2 + 0.1 ** 2 + 0.1 ** 2 + 1e-12), rel=1e-12)
+    assert non_printability_score(x.float(), mask, pal).dtype == torch.float32  # the mask takes the images' dtype
+    assert total_variation(x.float(), mask).dtype == torch.float32
+    with pytest.raises(ValueError, match=r"^palette: expected \[P,3\] RGB colours, got shape \(0, 3\)$"):
+        non_printability_score(x, mask, torch.zeros(0, 3))
+    # TV over a 1 x 4 frame strip of a ramp: (W - 1) inner pixels with both neighbours... none below: TV 0
+    ramp = torch.linspace(0, 0.3, 4, dtype=torch.float64).view(1, 1, 1, 4).expand(1, 3, 3, 4).clone()
+    full = torch.ones(1, 1, 3, 4, dtype=torch.float64)
+    # every 2x2 block: dx = 0.1 in 3 channels, dy = 0: sqrt(3 * 0.01 + 1e-8) per pixel of the 2 x 3 interior
+    want = 6 * math.sqrt(3 * 0.01 + 1e-8) / 12
+    assert total_variation(ramp, full).item() == pytest.approx(want, rel=1e-12)
+    assert total_variation(ramp.transpose(-1, -2).contiguous(), full.transpose(-1, -2)).item() == pytest.approx(
+        want, rel=1e-12)  # the same ramp down the columns: dy
+
+
+def test_mask_dtype_landmark_dtype_and_the_thinnest_rim():
+    lm = face_landmarks(64)
+    m64 = glasses_mask(lm, 64)
+    assert m64.dtype == torch.float32
+    m32 = glasses_mask(torch.tensor(lm, dtype=torch.float32), 64)
+    assert m32.dtype == torch.float32
+    from facelab.attacks.eyeglasses import _landmarks
+    assert _landmarks(torch.tensor(lm, dtype=torch.float32)).dtype == np.float64
+    assert _landmarks(lm.astype(np.float32).tolist()).dtype == np.float64
+    d = 24.0  # the schematic face's eye distance at 64 px
+    thin = glasses_mask(lm, 64, thickness=1e-6, arms=False)       # round(t d 4) = 0 -> 1 px at 4x
+    two = glasses_mask(lm, 64, thickness=1.6 / (4 * d), arms=False)  # round(1.6 ... ) = 2 px at 4x
+    one = glasses_mask(lm, 64, thickness=1.2 / (4 * d), arms=False)  # round(1.2 ...) = 1 px at 4x
+    assert torch.equal(thin, one) and not torch.equal(thin, two)
+    assert thin.sum() < two.sum()  # a 1 px rim at 4x hardly survives the half-cover threshold; 2 px do
+
 if __name__ == "__main__" and "--write-golden" in sys.argv:
     GOLDEN.write_text(json.dumps({"produced_by": "python tests/test_attacks_eyeglasses.py --write-golden",
                                   "cases": {k: _pack(glasses_mask(lm, size, **kw))

@@ -252,6 +252,7 @@ def test_centernet_dense_output_hand_computed():
     g = torch.Generator().manual_seed(0)
     heat = torch.rand(2, 3, 2, 3, generator=g) * 0.98 + 0.01
     heat[1, 2, 1, 2] = 1.0  # clamped to 1 - 1e-6 for the log-odds
+    heat[0, :, 0, 0] = 0.0  # a cell with no object: clamped to 1e-6
     wh = torch.rand(2, 4, 2, 3, generator=g) * 5
     x = torch.zeros(2, 3, 16, 24)
     d = dense_of(FakeCenterNet(heat, wh), x)
@@ -272,6 +273,7 @@ def test_centernet_dense_output_hand_computed():
                 prior = [(cx - s / 2) * sx, (cy - s / 2) * sy, (cx + s / 2) * sx, (cy + s / 2) * sy]
                 assert d.anchors[b, k].tolist() == pytest.approx(prior, abs=1e-5)
     assert math.isfinite(d.logits[1, 5].item()) and d.logits[1, 5].item() > 13  # log-odds of 1 - 1e-6
+    assert d.scores[0, 0].item() == 0 and d.logits[0, 0].item() == pytest.approx(math.log(1e-6) - math.log1p(-1e-6), rel=1e-4)
     with pytest.raises(TypeError, match=r"^model: Linear has no dense output"):
         dense_of(nn.Linear(2, 2), x)
 
@@ -399,3 +401,161 @@ def test_lip_attack_passes_iou_regions_and_stop_to_every_method(det):
         lip_attack(det, x2, gts[:1], "imp", 8 / 255, 2)
     with pytest.raises(ValueError, match=r"^masks\[0\]: 1 regions for 2 faces$"):
         lip_loss(det, gts, [regions[0][:1], regions[1]])
+
+
+# -- defaults, empty inputs, dtypes (mutation survivors) -----------------------------------------------------
+class CountingLosses:
+    """Per-instance losses of ``det`` that count the forward passes they take."""
+
+    def __init__(self, det, boxes, iou=0.3):
+        self.det, self.boxes, self.iou, self.calls = det, boxes, iou, 0
+
+    def __call__(self, X):
+        self.calls += 1
+        d = dense_of(self.det, X)
+        if len(self.boxes) == 0:
+            return d.scores[:, :0]
+        return torch.stack(instance_losses(d, [self.boxes] * X.shape[0], self.iou))
+
+
+def test_instance_gradients_default_mode_empty_scenes_and_forward_counts(det):
+    x, boxes = scene(3)
+    loop = instance_gradients(losses_fn(det, boxes), x, "loop")
+    assert torch.equal(instance_gradients(losses_fn(det, boxes), x), instance_gradients(losses_fn(det, boxes), x,
+                                                                                        "replicate"))
+    assert torch.allclose(instance_gradients(losses_fn(det, boxes), x), loop, atol=1e-6)  # default: "replicate"
+    # "replicate" with the regions given: their count is N, one forward pass (no pass to count the instances)
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 6.0, (64, 64))
+    f = CountingLosses(det, boxes)
+    g = instance_gradients(f, x, "replicate", masks=masks)
+    assert f.calls == 1 and g.shape == (3, 3, 64, 64) and torch.allclose(g, loop, atol=1e-6)
+    f = CountingLosses(det, boxes)
+    instance_gradients(f, x, "replicate")
+    assert f.calls == 2
+    # a scene without faces: no gradients, in every mode
+    empty = CountingLosses(det, torch.zeros(0, 4))
+    for mode in ("loop", "vmap", "replicate"):
+        out = instance_gradients(empty, x, mode)
+        assert out.shape == (0, 3, 64, 64) and out.dtype == x.dtype, mode
+    out = instance_gradients(empty, x, "replicate", masks=torch.zeros(0, 64, 64))
+    assert out.shape == (0, 3, 64, 64)
+    # one face: one gradient (not an empty stack)
+    one = instance_gradients(losses_fn(det, boxes[:1]), x, "vmap")
+    assert one.shape == (1, 3, 64, 64) and one.abs().sum() > 0
+    for mode in ("loop", "replicate"):
+        assert torch.allclose(instance_gradients(losses_fn(det, boxes[:1]), x, mode), one, atol=1e-6), mode
+
+
+def test_instance_gradients_in_float64_and_the_group_mode_message(det):
+    det64 = TinyDetector().eval().double()
+    x, boxes = scene(2)
+    x = x.double()
+    f = losses_fn(det64, boxes.double())
+    loop = instance_gradients(f, x, "loop")
+    for mode in ("vmap", "replicate"):
+        g = instance_gradients(f, x, mode)
+        assert g.dtype == torch.float64 and torch.allclose(g, loop, atol=1e-12), mode
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 6.0, (64, 64))
+    want = r"^mode 'group' needs masks \[N,H,W\] and groups$"
+    with pytest.raises(ValueError, match=want):
+        instance_gradients(f, x, "group", masks=masks)
+    with pytest.raises(ValueError, match=want):
+        instance_gradients(f, x, "group", groups=[[0], [1]])
+    # singleton groups: each copy selects one instance (the other instance's selector is 0)
+    g = instance_gradients(f, x, "group", masks=masks, groups=[[0], [1]])
+    assert torch.isfinite(g).all() and torch.allclose(g, loop * masks[:, None], atol=1e-12)
+
+
+def test_localized_gradient_shape_dtype_and_message():
+    grads = torch.arange(2 * 3 * 2 * 2, dtype=torch.float32).reshape(2, 3, 2, 2)
+    masks = torch.tensor([[[1, 0], [0, 0]], [[0, 1], [1, 1]]], dtype=torch.float64)
+    R = localized_gradient(grads, masks)
+    assert R.shape == (1, 3, 2, 2) and R.dtype == torch.float32
+    assert R[0, 0].tolist() == [[0.0, 13.0], [14.0, 15.0]]  # grads[0] at (0,0), grads[1] elsewhere
+    with pytest.raises(ValueError, match=r"^masks: 3 regions for 2 instance gradients$"):
+        localized_gradient(grads, torch.zeros(3, 5, 6))
+
+
+def test_losses_take_integer_and_flat_boxes_and_the_assignment_iou(det):
+    x, boxes = scene(2)
+    flat = boxes[0].tolist()  # one face as a flat [x1, y1, x2, y2]
+    ints = [[int(v) for v in b] for b in boxes.tolist()]
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 9.0, (64, 64))
+    assert torch.equal(imp_loss(det, [flat])(x), imp_loss(det, [boxes[:1]])(x))
+    assert torch.equal(imp_loss(det, [ints])(x), imp_loss(det, [boxes])(x))
+    assert torch.equal(lip_loss(det, [flat], [masks[:1]])(x), lip_loss(det, [boxes[:1]], [masks[:1]])(x))
+    assert torch.equal(lip_loss(det, [ints], [masks])(x), lip_loss(det, [boxes], [masks])(x))
+    # the assignment IoU reaches the losses (0.3 by default)
+    for iou in (0.3, 0.6):
+        want = -losses_fn_iou(det, boxes, iou)(x).sum()
+        assert torch.allclose(imp_loss(det, [boxes], iou)(x), want[None], atol=1e-6), iou
+        assert torch.allclose(lip_loss(det, [boxes], [masks], iou)(x), want[None], atol=1e-6), iou
+    assert torch.equal(imp_loss(det, [boxes])(x), imp_loss(det, [boxes], 0.3)(x))
+    assert torch.equal(lip_loss(det, [boxes], [masks])(x), lip_loss(det, [boxes], [masks], 0.3)(x))
+    assert not torch.allclose(imp_loss(det, [boxes], 0.6)(x), imp_loss(det, [boxes])(x))
+    d = dense_of(det, x)
+    assert not torch.allclose(instance_losses(d, [boxes], 0.6)[0], instance_losses(d, [boxes])[0])
+    with pytest.raises(ValueError, match=r"^masks: 2 mask stacks for 1 images$"):
+        lip_loss(det, [boxes], [masks, masks])
+    with pytest.raises(ValueError, match=r"^masks\[0\]: 1 regions for 2 faces$"):
+        lip_loss(det, [boxes], [masks[:1]])
+
+
+def losses_fn_iou(det, boxes, iou):
+    def f(X):
+        return torch.stack(instance_losses(dense_of(det, X), [boxes] * X.shape[0], iou))
+    return f
+
+
+def test_instance_losses_keep_float64_and_lip_loss_takes_float64_masks(det):
+    d = TwoAnchorDetector([0.25, 0.5, 0.125, 0.125]).dense(torch.zeros(1, 3, 12, 32))
+    d64 = DenseOutput(d.anchors.double(), d.boxes.double(), d.scores.double(), None)
+    (L,) = instance_losses(d64, [torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10]], dtype=torch.float64)])
+    assert L.dtype == torch.float64
+    assert L.tolist() == pytest.approx([-math.log(0.75) - math.log(0.5), -2 * math.log(0.875)], rel=1e-12)
+    x, boxes = scene(2)
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 9.0, (64, 64))
+    assert torch.equal(lip_loss(det, [boxes], [masks.double()])(x), lip_loss(det, [boxes], [masks])(x))
+
+
+def test_lip_loss_of_close_faces_is_each_instance_cropped_to_its_own_region(det):
+    """Faces within each other's receptive field: copy i carries only instance i's loss (not its neighbour's,
+    whose gradient also reaches region i)."""
+    x, boxes = scene(2, spread=False)
+    masks = disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 5.0, (64, 64))
+    R = localized_gradient(instance_gradients(losses_fn(det, boxes), x, "loop"), masks)
+    xx = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(lip_loss(det, [boxes], [masks])(xx).sum(), xx)
+    assert torch.allclose(g, -R, atol=1e-6)
+    all_in_i = localized_gradient(instance_gradients(losses_fn(det, boxes), x, "loop").sum(0, keepdim=True)
+                                  .expand(2, -1, -1, -1), masks)
+    assert not torch.allclose(g, -all_in_i, atol=1e-6)
+
+
+def test_lip_loss_without_any_face_is_zero_and_keeps_the_graph(det):
+    x, _ = scene(1)
+    x2 = torch.cat([x, x]).requires_grad_(True)
+    out = lip_loss(det, [torch.zeros(0, 4), torch.zeros(0, 4)], [torch.zeros(0, 64, 64)] * 2)(x2)
+    assert out.tolist() == [0.0, 0.0]
+    (g,) = torch.autograd.grad(out.sum(), x2)
+    assert torch.equal(g, torch.zeros_like(x2))
+
+
+def test_lip_attack_passes_groups(det):
+    """LIP-H with groups equals I-FGSM on lip_loss with the same groups; grouping close faces changes it."""
+    x, boxes = scene(2, spread=False)
+    regions = [disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 5.0, (64, 64))]
+    groups = [[[0, 1]]]
+    got = lip_attack(det, x, [boxes], "lip_h", 8 / 255, 2, 2 / 255, regions=regions, groups=groups)
+    assert torch.equal(got, ifgsm(x, lip_loss(det, [boxes], regions, groups=groups), 8 / 255, 2, 2 / 255))
+    assert not torch.equal(got, lip_attack(det, x, [boxes], "lip_h", 8 / 255, 2, 2 / 255, regions=regions))
+
+
+def test_lp_on_a_non_square_batch_with_a_faceless_image(det):
+    x = torch.rand(2, 3, 48, 64, generator=torch.Generator().manual_seed(3)) * 0.5 + 0.25
+    boxes = torch.tensor([[8.0, 8.0, 24.0, 24.0]])
+    regions = [box_regions(boxes, (48, 64)), torch.zeros(0, 48, 64)]
+    xa = lip_attack(det, x, [boxes, torch.zeros(0, 4)], "lp", 8 / 255, 2, 2 / 255, regions=regions)
+    assert torch.equal(xa[1], x[1])
+    moved = (xa[0] - x[0]).abs().sum(0) > 0
+    assert moved.any() and not moved[regions[0].amax(0) == 0].any()

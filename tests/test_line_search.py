@@ -274,3 +274,84 @@ def test_line_search_rejects_bad_rounds_and_points_by_name():
 def test_quantize_clips_then_rounds_to_8_bits():
     q = quantize(torch.tensor([-0.3, 0.0, 0.5, 1.0, 1.7, 2.5 / 255]))
     assert torch.equal(q, torch.tensor([0.0, 0.0, 128.0, 255.0, 255.0, 2.0]) / 255)  # half to even: 2.5 -> 2
+
+
+# -- exact lattices in float64, passes, a flip that does not repeat (mutation survivors) -------------------------
+def ramp(thr: float, dtype=torch.float64):
+    """One image of zeros moved along +1 (so a candidate's pixel is its eps, exactly); flips at pixel >= thr.
+    Records every candidate's eps."""
+    x = torch.zeros(1, 1, 1, 1, dtype=dtype)
+    seen = []
+
+    def is_flipped(images, source):
+        seen.extend(images.reshape(-1).tolist())
+        return images.reshape(-1) >= thr
+    return x, torch.ones_like(x), is_flipped, seen
+
+
+def test_line_search_float64_candidates_lie_on_the_exact_lattice():
+    """Doubling values eps_min 2^k and search points lo + (hi - lo) j / points, computed in the images' dtype
+    (points = 5: fifths are not exact in float32). Flip at 2.3 / 255: doubling finds (2, 4] / 255 (first = 2, so
+    lo = the grid's 2 / 255); round 1 tries 2 + 2 j / 5 (j = 1..5) -> (2, 2.4]; round 2 -> 2.32."""
+    e = 1 / 255
+    x, d, is_flipped, seen = ramp(2.3 * e)
+    r = line_search(x, d, is_flipped, eps_min=e, eps_max=8 * e, rounds=2, points=5, rounding=False,
+                    doubling_chunk=None)
+    assert seen[:4] == [e, 2 * e, 4 * e, 8 * e]
+    lo, hi = 2 * e, 4 * e
+    tried = []
+    for _ in range(2):
+        pts = [lo + (hi - lo) * (j / 5) for j in range(1, 6)]
+        pts_t = (torch.tensor(lo, dtype=torch.float64) + (torch.tensor(hi - lo, dtype=torch.float64)
+                 * (torch.arange(1, 6, dtype=torch.float64) / 5))).tolist()
+        assert pts == pytest.approx(pts_t, rel=1e-15)  # (the search computes the points as tensors)
+        tried += pts_t
+        j = next(i for i, p in enumerate(pts_t) if p >= 2.3 * e)
+        lo, hi = (pts_t[j - 1] if j else lo), pts_t[j]
+    assert seen[4:] == tried  # the two rounds' points, exactly
+    assert r.eps.dtype == torch.float64 and r.eps.item() == hi and r.images.item() == hi
+    assert hi == pytest.approx(2.32 * e, rel=1e-12)
+    # a flip in (1, 2] / 255 (the grid's second value, first = 1): the search starts from lo = 1/255, not 0
+    x1, d1, flips1, _ = ramp(1.3 * e)
+    r1 = line_search(x1, d1, flips1, eps_min=e, eps_max=8 * e, rounds=2, points=5, rounding=False)
+    assert r1.eps.item() == pytest.approx(1.32 * e, rel=1e-12)  # (1, 2] -> (1.2, 1.4] -> 1.32; from 0: 1.36
+    x, d, is_flipped, seen = ramp(2.3 * e)
+    n = line_search_naive(x, d, is_flipped, eps_min=e, eps_max=8 * e, rounds=1, points=4, rounding=False)
+    assert n.eps.item() == 2.5 * e and n.images.item() == n.eps.item()  # (2, 4] -> 3 -> 2.5, in float64
+    assert seen == [e, 2 * e, 4 * e, 3 * e, 2.5 * e]  # every candidate in float64
+
+
+def test_line_search_passes_when_every_image_flips_early_or_none_flips():
+    e = 1 / 255
+    x, d, is_flipped, _ = ramp(0.5 * e)
+    r = line_search(x, d, is_flipped, eps_min=e, eps_max=128 * e, rounding=False)  # chunk 4: all flip at once
+    assert r.flipped.tolist() == [True] and r.passes == 1 + 2 and r.forwards == 4 + 2 * 8
+    assert r.eps.item() == e / 2  # first = 0: lo = 0; round 1 hits 4/8 of (0, e]; round 2 keeps it (8/8)
+    x, d, is_flipped, seen = ramp(2.0)
+    r = line_search(x, d, is_flipped, eps_min=e, eps_max=128 * e)
+    assert r.flipped.tolist() == [False] and r.passes == 2 and r.forwards == 8 and len(seen) == 8
+    assert r.eps.item() == math.inf and torch.equal(r.images, x)
+
+
+def test_line_search_keeps_the_doubling_bound_when_no_search_point_flips_again():
+    """A flip check that is not repeatable (the doubling pass flips at 4/255, nothing flips afterwards):
+    the search keeps hi = 4/255 and lo, in every round."""
+    e = 1 / 255
+    x = torch.zeros(1, 1, 1, 1, dtype=torch.float64)
+    state = {"first": True}
+
+    def once(images, source):
+        out = (images.reshape(-1) >= 3.5 * e) & state["first"]
+        state["first"] = False
+        return out
+    r = line_search(x, torch.ones_like(x), once, eps_min=e, eps_max=8 * e, rounding=False, doubling_chunk=None)
+    assert r.flipped.tolist() == [True] and r.eps.item() == 4 * e and r.images.item() == 4 * e
+
+
+def test_flip_chunks_of_no_images_is_an_empty_bool_vector():
+    from facelab.attacks.line_search import _flip_chunks
+
+    def never_called(images, source):
+        raise AssertionError("no images: the check must not run")
+    out = _flip_chunks(never_called, torch.zeros(0, 3, 2, 2), torch.zeros(0, dtype=torch.long), 4)
+    assert out.shape == (0,) and out.dtype == torch.bool
