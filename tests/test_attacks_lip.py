@@ -443,7 +443,8 @@ def test_instance_gradients_default_mode_empty_scenes_and_forward_counts(det):
     one = instance_gradients(losses_fn(det, boxes[:1]), x, "vmap")
     assert one.shape == (1, 3, 64, 64) and one.abs().sum() > 0
     for mode in ("loop", "replicate"):
-        assert torch.allclose(instance_gradients(losses_fn(det, boxes[:1]), x, mode), one, atol=1e-6), mode
+        g1 = instance_gradients(losses_fn(det, boxes[:1]), x, mode)
+        assert g1.shape == (1, 3, 64, 64) and torch.allclose(g1, one, atol=1e-6), mode
 
 
 def test_instance_gradients_in_float64_and_the_group_mode_message(det):
@@ -559,3 +560,62 @@ def test_lp_on_a_non_square_batch_with_a_faceless_image(det):
     assert torch.equal(xa[1], x[1])
     moved = (xa[0] - x[0]).abs().sum(0) > 0
     assert moved.any() and not moved[regions[0].amax(0) == 0].any()
+
+
+def test_dense_of_needs_both_centernet_attributes_and_instance_losses_skip_faceless_images(det):
+    class StrideOnly(nn.Module):
+        stride = 4
+
+        def forward(self, x):
+            return x
+    with pytest.raises(TypeError, match=r"^model: StrideOnly has no dense output"):
+        dense_of(StrideOnly(), torch.zeros(1, 3, 8, 8))
+    x, boxes = scene(2)
+    d = dense_of(det, torch.cat([x, x]))
+    first_empty = instance_losses(d, [torch.zeros(0, 4), boxes])
+    assert [len(v) for v in first_empty] == [0, 2]
+    assert torch.allclose(first_empty[1], instance_losses(dense_of(det, x), [boxes])[0], rtol=1e-5)
+
+
+def test_anchor_regions_take_the_assignment_iou_and_no_faces():
+    gt = torch.tensor([[0.0, 0.0, 10.0, 10.0]])
+    boxes = torch.tensor([[0.0, 0.0, 10.0, 10.0], [0.0, 0.0, 10.0, 6.0], [50, 50, 60, 60.0]])
+    dense = DenseOutput(boxes[None], boxes[None], torch.full((1, 3), 0.5), None)
+    assert int(anchor_regions(dense, gt, (12, 12)).sum()) == 100
+    wide = boxes.clone()
+    wide[1] = torch.tensor([0.0, 0.0, 12.0, 12.0])  # a prior bigger than the face, decoded as the half box
+    dense = DenseOutput(wide[None], boxes[None], torch.full((1, 3), 0.5), None)
+    assert int(anchor_regions(dense, gt, (12, 12)).sum()) == 144       # iou 0.3 (default): the 12 x 12 prior too
+    assert int(anchor_regions(dense, gt, (12, 12), iou=0.7).sum()) == 100  # iou 0.7: only the face's own prior
+    none = anchor_regions(dense, torch.zeros(0, 4), (12, 16))
+    assert none.shape == (0, 12, 16)
+
+
+class LeakyTwoAnchor(TwoAnchorDetector):
+    """TwoAnchorDetector whose scores also rise with the image's mean (so the attack has a gradient)."""
+
+    def dense(self, x):
+        d = super().dense(x)
+        return DenseOutput(d.anchors, d.boxes, (d.scores + 0.01 * x.mean((1, 2, 3))[:, None]).clamp(0, 0.99), None)
+
+
+def test_lip_attack_stop_rule_uses_the_attack_iou():
+    """Face 1's partial anchor (IoU 0.6) still scores 0.9: at iou 0.3 the face is alive and the attack moves; at
+    iou 0.7 that anchor is nobody's, every assigned anchor is below delta = 0.5 and the image is frozen."""
+    gts = [torch.tensor([[0.0, 0, 10, 10], [20, 0, 30, 10]])]
+    x = torch.full((1, 3, 12, 32), 0.5)
+    det = LeakyTwoAnchor([0.1, 0.1, 0.1, 0.9])
+    moved = lip_attack(det, x, gts, "imp", 4 / 255, 2, 2 / 255, stop_delta=0.5)
+    assert not torch.equal(moved, x)
+    assert torch.equal(lip_attack(det, x, gts, "imp", 4 / 255, 2, 2 / 255, iou=0.7, stop_delta=0.5), x)
+
+
+def test_lp_and_lip_differ_on_close_faces(det):
+    """LP crops the whole-image gradient to the union of the regions; LIP-A crops each face's own gradient to its
+    region. Within each other's receptive field the two differ (far apart they coincide)."""
+    x, boxes = scene(2, spread=False)
+    regions = [disc_regions((boxes[:, :2] + boxes[:, 2:]) / 2, 6.0, (64, 64))]
+    union = regions[0].amax(0)[None, None]
+    lp = lip_attack(det, x, [boxes], "lp", 8 / 255, 2, 2 / 255, regions=regions)
+    assert torch.equal(lp, ifgsm(x, imp_loss(det, [boxes]), 8 / 255, 2, 2 / 255, mask=union))
+    assert not torch.equal(lp, lip_attack(det, x, [boxes], "lip_a", 8 / 255, 2, 2 / 255, regions=regions))
