@@ -141,6 +141,7 @@ mutation-%: mutation-tool
 	rm -rf $(MUTATION_DIR)/$* && mkdir -p $(MUTATION_DIR)/$*/tests
 	cp -r facelab pyproject.toml $(MUTATION_COPY_$(firstword $(subst ., ,$*))) $(MUTATION_DIR)/$*/
 	cp tests/conftest.py $(wildcard $(patsubst %,tests/%,$(call mutation_tests,$*))) $(MUTATION_DIR)/$*/tests/
+	cp -r tests/golden $(MUTATION_DIR)/$*/tests/  # reference outputs some tests compare with
 	find $(MUTATION_DIR)/$* -name __pycache__ -prune -exec rm -rf {} +
 	cd $(MUTATION_DIR)/$* && start=$$(date +%s) \
 	  && FACELAB_HYPOTHESIS_PROFILE=mutation "$(abspath $(VENV))/bin/mutmut" run --max-children $(MUTATION_JOBS) "facelab.$*.*" > run.log 2>&1 \
