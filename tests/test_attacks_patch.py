@@ -907,3 +907,96 @@ def test_fit_shards_a_sequence_by_rank_but_not_an_iterable_of_batches(monkeypatc
     seen.clear()
     atk.fit(iter([data[:2], data[2:]]), epochs=1)  # a DataLoader shards itself (DistributedSampler)
     assert sorted(seen) == sorted(keys)
+
+
+# -- init_patch and the paste window, exactly (mutation survivors) -------------------------------------------------
+def test_init_patch_defaults_and_image_resize_exactly():
+    g = torch.Generator().manual_seed(0)
+    assert torch.equal(init_patch(), torch.rand(3, 128, 128, generator=g))  # noise, 128 px, seed 0
+    ramp = torch.linspace(-0.5, 1.5, 40 * 30).reshape(1, 30, 40).expand(3, -1, -1).contiguous()
+    want = F.interpolate(ramp[None], size=(12, 12), mode="bilinear", antialias=True, align_corners=False)[0]
+    got = init_patch(ramp, 12)  # a tensor is resized directly: antialiased bilinear, then clipped to [0, 1]
+    assert torch.equal(got, want.clamp(0, 1)) and got.min() == 0 and got.max() == 1 and 0 < got.mean() < 1
+    assert not torch.equal(got, F.interpolate(ramp[None], size=(12, 12), mode="bilinear")[0].clamp(0, 1))
+    # a box partly outside the image is clipped to it
+    clipped = init_patch("image", 8, image=ramp, box=[-5, -3, 10, 12])
+    assert torch.equal(clipped, init_patch("image", 8, image=ramp[:, 0:12, 0:10]))
+
+
+def test_init_patch_box_and_image_messages():
+    img = torch.rand(3, 50, 60)
+    assert init_patch("image", 4, image=img, box=[20, 10, 22, 12]).shape == (3, 4, 4)  # 2 x 2 px: the least
+    for box in ([20, 10, 21, 30], [20, 10, 40, 11]):
+        with pytest.raises(ValueError, match=rf"^init_patch: box \[{float(box[0])}, {float(box[1])}, "
+                                             rf"{float(box[2])}, {float(box[3])}\] is empty inside a 60x50 image$"):
+            init_patch("image", 4, image=img, box=box)
+    with pytest.raises(ValueError, match=r"^init_patch: kind='image' needs image=\[3,H,W\]$"):
+        init_patch("image", 4)
+    with pytest.raises(ValueError, match=r"^init_patch: image must be \[3,H,W\], got \(3, 8, 8, 1\)$"):
+        init_patch("image", 4, image=torch.rand(3, 8, 8, 1))
+
+
+def test_paste_window_rectangles_and_empty_boxes():
+    from facelab.attacks.patch import _blend_window, _resized_texture
+    img, p = torch.zeros(3, 20, 30), torch.rand(3, 8, 8)
+    (rect, win) = _blend_window(img, p, torch.tensor([4.0, 2.0, 10.0, 6.0]), None)
+    assert rect == (1, 7, 4, 10) and win.shape == (3, 6, 6)  # unrotated: a square of the larger half-side (3)
+    rect, _ = _blend_window(img, p, torch.tensor([4.0, 2.0, 10.0, 6.0]), None, rotation=30.0)
+    assert rect == (0, 8, 3, 11)  # rotated: a square of the half-diagonal (3.6) around the centre
+    for box in ([5.0, 5.0, 5.0, 10.0], [5.0, 5.0, 10.0, 5.0],  # zero width / height
+                [-10.0, 5.0, 0.0, 15.0], [5.0, -10.0, 15.0, 0.0],  # touching the left / top edge from outside
+                [-20.0, 5.0, -10.0, 15.0], [40.0, 5.0, 50.0, 15.0]):  # left / right of the image
+        assert _blend_window(img, p, torch.tensor(box), None) is None, box
+    # defaults: no rotation, brightness 1
+    box = torch.tensor([4.3, 2.2, 10.1, 6.7])
+    d = _blend_window(img, p, box, None)
+    e = _blend_window(img, p, box, None, rotation=0.0, brightness=1.0)
+    assert d[0] == e[0] and torch.equal(d[1], e[1])
+    # the texture is resampled down to the pasted size, never up, and to at least 2 px
+    assert _resized_texture(p, 8.0) is p and _resized_texture(p, 7.2) is p
+    assert _resized_texture(p, 1.0).shape == (3, 2, 2) and _resized_texture(p, 2.5).shape == (3, 3, 3)
+
+
+def test_paste_one_passes_rotation_and_brightness():
+    from facelab.attacks.patch import _blend_window, _paste_one
+    img, p = torch.zeros(3, 20, 30), torch.full((3, 8, 8), 0.5)
+    box = torch.tensor([8.0, 4.0, 16.0, 12.0])
+    out = _paste_one(img, p, box, None, rotation=30.0, brightness=1.5)
+    (r0, r1, c0, c1), win = _blend_window(img, p, box, None, 30.0, 1.5)
+    want = img.clone()
+    want[:, r0:r1, c0:c1] = win
+    assert torch.equal(out, want)
+    assert out.max() == pytest.approx(0.75)  # 0.5 x 1.5
+    assert out[0, 4, 8] < 0.75  # the box's corner pixel is only partly covered once rotated
+    bright = _paste_one(img, torch.full((3, 8, 8), 0.8), box, None, brightness=1.5)
+    assert bright.max() == 1.0 and bright[0, 8, 12] == 1.0  # 0.8 x 1.5 saturates at 1
+
+
+def test_disjoint_windows_rule():
+    from facelab.attacks.patch import _disjoint
+    assert _disjoint([]) and _disjoint([(0, 5, 0, 5)])
+    assert not _disjoint([(0, 5, 0, 5), (0, 5, 0, 5)])       # the same window twice
+    assert not _disjoint([(0, 10, 0, 10), (2, 5, 2, 5)])     # nested
+    assert not _disjoint([(0, 5, 0, 5), (4, 9, 4, 9)])       # one shared pixel (4, 4)
+    assert _disjoint([(0, 5, 0, 5), (5, 9, 0, 5)])           # touching rows, no shared pixel
+    assert _disjoint([(0, 5, 0, 5), (0, 5, 7, 9)])           # the same rows, apart in columns
+    assert _disjoint([(0, 5, 0, 5), (7, 9, 0, 5)])           # the same columns, apart in rows
+
+
+def test_paste_coverage_in_float64_is_exact():
+    """Coverage of a pixel = clip(half-width - |offset| + 0.5, 0, 1) per axis, computed in the image's dtype."""
+    img = torch.zeros(3, 12, 12, dtype=torch.float64)
+    p = torch.ones(3, 64, 64, dtype=torch.float64)
+    gt = torch.tensor([[0.3, 0.3, 10.3, 10.3]])
+    out = paste_patch(img, p, gt, 1.0, "top")
+    assert out.dtype == torch.float64
+    # pixel (0, 0): centre 0.5, box centre ~5.3, half-width ~5: ~5 - 4.8 + 0.5 = 0.7 per axis (the box itself is
+    # float32, as patch_boxes makes it)
+    x1, _, x2, _ = patch_boxes(gt, 1.0, "top")[0].tolist()
+    cx, hw = (x1 + x2) / 2, (x2 - x1) / 2
+    cover = min(max(hw - abs(0.5 - cx) + 0.5, 0.0), 1.0)
+    assert out[0, 0, 0].item() == pytest.approx(cover * cover, rel=1e-12)
+    assert out[0, 5, 0].item() == pytest.approx(cover, rel=1e-12)
+    from facelab.attacks.patch import _blend_window
+    _, win = _blend_window(img, torch.ones(3, 64, 64), patch_boxes(gt, 1.0, "top")[0], None)  # float32 texture
+    assert win.dtype == torch.float64 and win[0, 0, 0].item() == pytest.approx(cover * cover, rel=1e-12)
