@@ -526,6 +526,21 @@ def test_mask_dtype_landmark_dtype_and_the_thinnest_rim():
     assert torch.equal(thin, one) and not torch.equal(thin, two)
     assert thin.sum() < two.sum()  # a 1 px rim at 4x hardly survives the half-cover threshold; 2 px do
 
+
+def test_wear_glasses_bool_mask_and_random_pose_dtype_and_range():
+    x = torch.rand(2, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    m = torch.zeros(1, 1, 16, 16, dtype=torch.bool)
+    m[..., 4:6, 2:14] = True
+    worn = wear_glasses(x, m, (0.0, 1.0, 0.0))
+    assert torch.equal(worn, wear_glasses(x, m.float(), (0.0, 1.0, 0.0)))
+    assert worn[:, 1][m[:, 0].expand(2, -1, -1)].eq(1).all()
+    x64 = x.double()
+    poses = random_pose(x64, 3, torch.Generator().manual_seed(0))
+    assert poses.dtype == torch.float64 and poses.shape == (6, 3, 16, 16)
+    # brightness above 1 can draw a negative factor: the poses are still clipped to [0, 1]
+    dark = random_pose(x, 8, torch.Generator().manual_seed(0), brightness=2.0)
+    assert dark.min() == 0 and dark.max() <= 1
+
 if __name__ == "__main__" and "--write-golden" in sys.argv:
     GOLDEN.write_text(json.dumps({"produced_by": "python tests/test_attacks_eyeglasses.py --write-golden",
                                   "cases": {k: _pack(glasses_mask(lm, size, **kw))

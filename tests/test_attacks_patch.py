@@ -981,6 +981,54 @@ def test_disjoint_windows_rule():
     assert _disjoint([(0, 5, 0, 5), (5, 9, 0, 5)])           # touching rows, no shared pixel
     assert _disjoint([(0, 5, 0, 5), (0, 5, 7, 9)])           # the same rows, apart in columns
     assert _disjoint([(0, 5, 0, 5), (7, 9, 0, 5)])           # the same columns, apart in rows
+    for a, b in (((0, 5, 0, 5), (5, 9, 0, 5)), ((0, 5, 0, 5), (0, 5, 5, 9))):  # touching, in both orders
+        assert _disjoint([a, b]) and _disjoint([b, a]), (a, b)
+    assert not _disjoint([(0, 5, 4, 9), (4, 9, 0, 5)]) and not _disjoint([(4, 9, 0, 5), (0, 5, 4, 9)])
+
+
+def test_paste_defaults_messages_and_degenerate_boxes():
+    gt = torch.tensor([[10.0, 20.0, 60.0, 90.0]])
+    assert torch.equal(patch_boxes(gt), patch_boxes(gt, 0.5, "top"))
+    assert patch_boxes(gt.double()).dtype == torch.float32 and patch_boxes([[1, 2, 5, 8]]).dtype == torch.float32
+    assert patch_boxes(torch.tensor([[10.0, 20.0, 10.0, 90.0], [10.0, 20.0, 60.0, 20.0]])).tolist() == [
+        [10.0, 20.0, 10.0, 20.0], [35.0, 20.0, 35.0, 20.0]]  # zero width or height: an empty patch box
+    img, p = torch.rand(3, 100, 80), torch.rand(3, 32, 32)
+    assert torch.equal(paste_patch(img, p, gt), paste_patch(img, p, gt, 0.5, "top"))
+    with pytest.raises(ValueError, match=r"^patch: expected \[3,p,p\] RGB in \[0,1\], got \(1, 32, 32\)$"):
+        paste_patch(img, p[:1], gt)
+    with pytest.raises(ValueError, match=r"^image: expected \[3,H,W\], got \(3, 100, 80, 1\)$"):
+        paste_patch(img[..., None], p, gt)
+
+
+def test_eot_scale_keeps_the_patch_centre():
+    """An EOT scale draw shrinks or grows the patch box about its own centre."""
+    gt = torch.tensor([[40.0, 10.0, 80.0, 50.0]])  # patch box (alpha 0.5, top): [50, 10, 70, 30], centre (60, 20)
+    out = paste_patch(torch.zeros(3, 64, 100), torch.ones(3, 32, 32), gt, 0.5, "top",
+                      eot=EOT(rotation=0.0, scale=0.5, brightness=0.0), generator=torch.Generator().manual_seed(0))
+    w = out[0]
+    ys, xs = torch.meshgrid(torch.arange(64) + 0.5, torch.arange(100) + 0.5, indexing="ij")
+    assert (w.sum() - 400).abs() > 1  # the draw changed the size
+    assert float((w * xs).sum() / w.sum()) == pytest.approx(60.0, abs=1e-3)
+    assert float((w * ys).sum() / w.sum()) == pytest.approx(20.0, abs=1e-3)
+
+
+def test_overlapping_pastes_pass_mask_rotation_and_brightness():
+    """Overlapping windows are pasted one after the other, each with the mask and its own EOT draw."""
+    from facelab.attacks.patch import _paste_one
+    gt = torch.tensor([[10.0, 10.0, 50.0, 50.0], [20.0, 14.0, 60.0, 54.0]])
+    img, p, mask = torch.rand(3, 64, 72), torch.rand(3, 32, 32), partial_mask(32, 0.6, "left")
+    eot = EOT(rotation=20.0, scale=0.0, brightness=0.3)
+    out = paste_patch(img, p, gt, 0.5, "center", mask=mask, eot=eot, generator=torch.Generator().manual_seed(4))
+    g = torch.Generator().manual_seed(4)
+    want = img
+    for box in patch_boxes(gt, 0.5, "center"):
+        rot, _, br = eot.sample(g)
+        want = _paste_one(want, p, box, mask, rot, br)
+    assert torch.equal(out, want)
+    plain = img
+    for box in patch_boxes(gt, 0.5, "center"):
+        plain = _paste_one(plain, p, box, None)
+    assert not torch.equal(out, plain)
 
 
 def test_paste_coverage_in_float64_is_exact():
