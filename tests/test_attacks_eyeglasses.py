@@ -541,6 +541,34 @@ def test_wear_glasses_bool_mask_and_random_pose_dtype_and_range():
     dark = random_pose(x, 8, torch.Generator().manual_seed(0), brightness=2.0)
     assert dark.min() == 0 and dark.max() <= 1
 
+
+def test_attack_stop_ties_exactly_and_float64():
+    """A classifier with equal logits: p = 1/2 exactly. Impersonation stops at p_target >= c, dodging at
+    p_true <= 1 - c: with c = 1/2 both hold with equality, so neither takes a step."""
+    _, x, m, y = _setup()
+    half = _const_model([0.0, 0.0])
+    y2, t2 = torch.zeros(2, dtype=torch.long), torch.ones(2, dtype=torch.long)
+    for t in (t2, None):
+        _, steps = eyeglass_attack(half, x, y2, m, t, steps=3, alpha=0.05, stop_confidence=0.5, return_steps=True)
+        assert steps.tolist() == [0, 0], t
+    model = Tiny().double().eval().requires_grad_(False)
+    x64 = x.double()
+    adv = eyeglass_attack(model, x64, y, m, (y + 1) % 3, steps=2, alpha=0.05, stop_confidence=None)
+    assert adv.dtype == torch.float64 and not torch.equal(adv, wear_glasses(x64, m))
+
+
+def test_mask_bridge_at_exactly_half_the_eye_distance():
+    """The bridge arches over the nose root only when it is closer than d/2 to the eye line's midpoint; at exactly
+    d/2 (here 12 px, every number exact) the bridge stays on the eye line."""
+    p = face_landmarks(64)
+    p[36:42], p[42:48] = (20.0, 30.0), (44.0, 30.0)  # eye centres exactly 24 px apart, midpoint (32, 30)
+    masks = {}
+    for name, y in (("tie", 18.0), ("far", 17.5), ("near", 18.5)):
+        q = p.copy()
+        q[27] = (32.0, y)
+        masks[name] = glasses_mask(q, 64, arms=False)
+    assert torch.equal(masks["tie"], masks["far"]) and not torch.equal(masks["tie"], masks["near"])
+
 if __name__ == "__main__" and "--write-golden" in sys.argv:
     GOLDEN.write_text(json.dumps({"produced_by": "python tests/test_attacks_eyeglasses.py --write-golden",
                                   "cases": {k: _pack(glasses_mask(lm, size, **kw))
