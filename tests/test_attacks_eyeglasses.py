@@ -449,7 +449,7 @@ def _reference_attack(model, x, y, m, t, steps, alpha, tv_weight=0.0, nps_weight
 def test_attack_equals_the_documented_objective_with_tv_nps_and_eot(targeted):
     """The classification term's weight (±1) against TV and NPS, the softmax over classes (not over the batch or
     the poses), the mean over the poses of each image and the EOT options reaching random_pose."""
-    model, x, y, m = *_setup()[:2], _setup()[3], _setup()[2]
+    model, x, m, y = _setup()
     t = (y + 1) % 3 if targeted else None
     kw = dict(steps=3, alpha=0.03, tv_weight=0.02, nps_weight=0.002)
     got = eyeglass_attack(model, x, y, m, t, stop_confidence=None, **kw)
