@@ -167,3 +167,23 @@ def test_unit_table_columns_sum_to_precision_recall_counts(images, delta):
     t = detection_unit_table(dets, gts, None, units, delta=delta)
     r = precision_recall_at(dets, gts, delta=delta)
     assert (t.total("tp"), t.total("fp"), t.total("faces")) == (r["tp"], r["fp"], r["n_faces"])
+
+
+def test_bootstrap_defaults_one_resample_and_the_level_without_interval():
+    rng = np.random.default_rng(7)
+    units = tuple(f"u{i}" for i in range(30))
+    big = UnitTable(units, {"tp": rng.random(30), "faces": 1 + rng.random(30)})
+
+    def rate(tot):
+        return tot["x"]["tp"] / tot["x"]["faces"]
+    def span(i):
+        return i.lo, i.hi, i.level
+    d = bootstrap({"x": big}, rate)
+    assert span(d) == span(bootstrap({"x": big}, rate, n_boot=2000, seed=0, level=0.9))
+    assert span(d) != span(bootstrap({"x": big}, rate, n_boot=2001))  # the draws depend on n_boot ...
+    assert span(d) != span(bootstrap({"x": big}, rate, seed=1))       # ... and on the seed
+    t = UnitTable(("a", "b", "c", "d"), {"tp": np.array([1.0, 0.0, 2.0, 1.0]), "faces": np.array([1.0, 2.0, 2.0, 3.0])})
+    one = bootstrap({"x": t}, rate, n_boot=1)
+    assert math.isfinite(one.lo) and one.lo == one.hi  # one resample: a degenerate but defined interval
+    none = bootstrap({"x": t}, rate, n_boot=0, level=0.8)
+    assert none.value == 0.5 and math.isnan(none.lo) and math.isnan(none.hi) and none.level == 0.8

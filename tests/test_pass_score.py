@@ -71,3 +71,13 @@ def test_bad_input_is_named():
     bad[0, 0, 0] = float("nan")
     with pytest.raises(ValueError, match="non-finite"):
         pass_score(bad, x)
+
+
+def test_identical_images_give_pass_1_and_the_identity_warp_and_batch_shapes_are_checked():
+    x = torch.rand(3, 16, 16, generator=torch.Generator().manual_seed(0))
+    r = pass_score(x, x)
+    assert r.score == 1.0 and r.ecc_converged
+    assert r.homography.dtype == np.float32 and np.array_equal(r.homography, np.eye(3, dtype=np.float32))
+    with pytest.raises(ValueError, match=r"^adv, orig: expected two \[B,3,H,W\] batches of one shape, got "
+                                         r"\(2, 3, 8, 8\) and \(2, 3, 8, 9\)$"):
+        pass_scores(torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 9))
