@@ -161,3 +161,9 @@ def test_choose_threshold_midpoint_of_adjacent_floats():
 def test_verification_accuracy_at_exactly_eta():
     # d == eta is "not the same person" (d >= eta)
     assert verification_accuracy([1.0, 1.0], [True, False], 1.0) == 0.5
+
+
+def test_verification_accuracy_distance_exactly_at_eta_is_an_impostor_decision():
+    d = np.array([0.5, 0.2])
+    assert verification_accuracy(d, np.array([False, True]), 0.5) == 1.0  # d = eta decides "different"
+    assert verification_accuracy(d, np.array([True, True]), 0.5) == 0.5
