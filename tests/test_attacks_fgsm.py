@@ -251,3 +251,9 @@ def test_wrappers_skip_the_model_digest(monkeypatch):
     model = torch.nn.Linear(2, 2)
     assert torch.equal(FGSM(model, 0.125)(x, _lin(w)), x + 0.125 * w.sign())
     assert torch.equal(IFGSM(model, 0.125, 1)(x, _lin(w)), x + 0.125 * w.sign())
+
+
+def test_attack_rejects_a_model_that_is_not_a_module_by_name():
+    from facelab.attacks.base import Attack
+    with pytest.raises(TypeError, match=r"^model: expected a torch.nn.Module \(a FaceDetector\), got function$"):
+        Attack(lambda x: x)
