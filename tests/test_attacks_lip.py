@@ -39,9 +39,9 @@ def det():
     return TinyDetector().eval()
 
 
-def losses_fn(det, boxes):
+def losses_fn(det, boxes, iou=0.3):
     def f(X):
-        return torch.stack(instance_losses(dense_of(det, X), [boxes] * X.shape[0]))
+        return torch.stack(instance_losses(dense_of(det, X), [boxes] * X.shape[0], iou))
     return f
 
 
@@ -405,17 +405,14 @@ def test_lip_attack_passes_iou_regions_and_stop_to_every_method(det):
 
 # -- defaults, empty inputs, dtypes (mutation survivors) -----------------------------------------------------
 class CountingLosses:
-    """Per-instance losses of ``det`` that count the forward passes they take."""
+    """:func:`losses_fn` that counts the forward passes it takes."""
 
-    def __init__(self, det, boxes, iou=0.3):
-        self.det, self.boxes, self.iou, self.calls = det, boxes, iou, 0
+    def __init__(self, det, boxes):
+        self.f, self.calls = losses_fn(det, boxes), 0
 
     def __call__(self, X):
         self.calls += 1
-        d = dense_of(self.det, X)
-        if len(self.boxes) == 0:
-            return d.scores[:, :0]
-        return torch.stack(instance_losses(d, [self.boxes] * X.shape[0], self.iou))
+        return self.f(X)
 
 
 def test_instance_gradients_default_mode_empty_scenes_and_forward_counts(det):
@@ -488,7 +485,7 @@ def test_losses_take_integer_and_flat_boxes_and_the_assignment_iou(det):
     assert torch.equal(lip_loss(det, [ints], [masks])(x), lip_loss(det, [boxes], [masks])(x))
     # the assignment IoU reaches the losses (0.3 by default)
     for iou in (0.3, 0.6):
-        want = -losses_fn_iou(det, boxes, iou)(x).sum()
+        want = -losses_fn(det, boxes, iou)(x).sum()
         assert torch.allclose(imp_loss(det, [boxes], iou)(x), want[None], atol=1e-6), iou
         assert torch.allclose(lip_loss(det, [boxes], [masks], iou)(x), want[None], atol=1e-6), iou
     assert torch.equal(imp_loss(det, [boxes])(x), imp_loss(det, [boxes], 0.3)(x))
@@ -500,12 +497,6 @@ def test_losses_take_integer_and_flat_boxes_and_the_assignment_iou(det):
         lip_loss(det, [boxes], [masks, masks])
     with pytest.raises(ValueError, match=r"^masks\[0\]: 1 regions for 2 faces$"):
         lip_loss(det, [boxes], [masks[:1]])
-
-
-def losses_fn_iou(det, boxes, iou):
-    def f(X):
-        return torch.stack(instance_losses(dense_of(det, X), [boxes] * X.shape[0], iou))
-    return f
 
 
 def test_instance_losses_keep_float64_and_lip_loss_takes_float64_masks(det):
